@@ -1,0 +1,37 @@
+# candlecast: `make run` runs the whole system on this machine; `make test` runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FREQTRADE_VENV ?= .venv-freqtrade
+export FREQTRADE_VENV
+
+.PHONY: run test test-embedded test-scaleout lint bench
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+$(FREQTRADE_VENV)/.installed: scripts/freqtrade-venv
+	scripts/freqtrade-venv
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) manage.py rundemo
+
+# Both modes: the embedded default, then Redis + PostgreSQL on this machine.
+test: test-embedded test-scaleout
+
+test-embedded: $(VENV)/.installed $(FREQTRADE_VENV)/.installed
+	$(VENV)/bin/pytest
+
+test-scaleout: $(VENV)/.installed $(FREQTRADE_VENV)/.installed
+	REDIS_URL=$${TEST_REDIS_URL:-redis://127.0.0.1:6379/0} \
+	DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/candlecast} \
+	$(VENV)/bin/pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_frames.py

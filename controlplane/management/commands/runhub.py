@@ -1,0 +1,70 @@
+"""Run the hub: Daphne serving the admin, the HTTP API, the feed and publish sockets.
+
+Unlike `runserver`, the WebSocket size limits follow the project's message size
+limit (Daphne's 1 MiB default also applies to outgoing frames and kills a socket
+with 1011), and the access log passes through the secret-redacting filter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from daphne.endpoints import build_endpoint_description_strings
+from daphne.server import Server
+from django.conf import settings
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from django.core.management.base import BaseCommand
+
+logger = logging.getLogger("candlecast.hub")
+
+
+def access_log(protocol: str, action: str, details: dict) -> None:
+    """One line per request or socket state change; query strings never logged."""
+    path = details.get("path", "")
+    client = details.get("client", "?")
+    if protocol == "http" and action == "complete":
+        logger.info("HTTP %s %s %s [%s]", details["method"], path, details["status"],
+                    client)
+    elif protocol == "websocket" and action in ("rejected", "connected", "disconnected"):
+        logger.info("WebSocket %s %s [%s]", action, path, client)
+
+
+class Command(BaseCommand):
+    help = "Run the candlecast hub (Daphne): admin, API, feed and publish sockets."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int,
+                            default=int(os.environ.get("PORT", "8000")))
+
+    def handle(self, *args, host: str, port: int, **options):
+        from controlplane.asgi import application
+
+        limit = settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB << 20
+        logger.info("hub listening on http://%s:%s (message size limit %d MiB, %s)",
+                    host, port, settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB,
+                    "Redis " + redacted_url(settings.REDIS_URL)
+                    if settings.REDIS_URL else "in-memory channel layer")
+        Server(
+            application=ASGIStaticFilesHandler(application),
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            action_logger=access_log,
+            websocket_max_message_size=limit,
+            websocket_max_frame_size=limit,
+            websocket_handshake_timeout=10,
+            ping_interval=20,
+            ping_timeout=30,
+            application_close_timeout=5,
+        ).run()
+        logger.info("hub stopped")
+
+
+def redacted_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url

@@ -1,0 +1,168 @@
+"""candlecast settings, read from the environment.
+
+Defaults run on a fresh checkout with nothing else installed: SQLite and Channels'
+in-memory layer. DATABASE_URL selects PostgreSQL; REDIS_URL selects channels-redis
+and the Redis snapshot store so that several hub processes serve the same producers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from controlplane.env import env_bool, env_int, env_list, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("CANDLECAST_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", False)
+# The fallback key is for a local checkout only; check --deploy flags it.
+SECRET_KEY = env_secret("SECRET_KEY", "candlecast-insecure-development-key-change-me")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+SITE_ROOT = env_str("SITE_ROOT", "http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "controlplane",
+    "producers",
+    "consumers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "controlplane.urls"
+ASGI_APPLICATION = "controlplane.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'candlecast.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The hub's feed and admin write from several threads: wait on locks, don't fail.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+
+### Channel layer and shared state
+
+REDIS_URL = env_str("REDIS_URL", "")
+# A candle close over 200 pairs is one layer message per feed socket (broadcasts are
+# batched per tick), but a capacity well above the default 100 keeps bursts of
+# replies and status updates from being dropped silently.
+CHANNEL_CAPACITY = env_int("CANDLECAST_CHANNEL_CAPACITY", 5000)
+# Group membership expires after this; feed sockets re-join at a quarter of it.
+CHANNEL_GROUP_EXPIRY = env_int("CANDLECAST_CHANNEL_GROUP_EXPIRY", 86400)
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": CHANNEL_CAPACITY,
+                "group_expiry": CHANNEL_GROUP_EXPIRY,
+                "prefix": env_str("CANDLECAST_REDIS_PREFIX", "candlecast"),
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {
+                "capacity": CHANNEL_CAPACITY,
+                "group_expiry": CHANNEL_GROUP_EXPIRY,
+            },
+        }
+    }
+
+### candlecast
+
+# One size limit for every frame, in MiB (FreqTrade's message_size_limit): Daphne's
+# incoming and outgoing limits, the feed's replies and the worker clients follow it.
+CANDLECAST_MESSAGE_SIZE_LIMIT_MB = env_int("CANDLECAST_MESSAGE_SIZE_LIMIT_MB", 8)
+# How many analysed rows the hub keeps per stream key (FreqTrade serves 1500).
+CANDLECAST_SNAPSHOT_ROWS = env_int("CANDLECAST_SNAPSHOT_ROWS", 1500)
+# Grace period of a rotated token, in seconds.
+CANDLECAST_TOKEN_GRACE_SECONDS = env_int("CANDLECAST_TOKEN_GRACE_SECONDS", 3600)
+# Failed feed handshakes from one address within the window before it is refused
+# without any check.
+CANDLECAST_AUTH_FAILURES_PER_WINDOW = env_int("CANDLECAST_AUTH_FAILURES_PER_WINDOW", 20)
+CANDLECAST_AUTH_WINDOW_SECONDS = env_int("CANDLECAST_AUTH_WINDOW_SECONDS", 60)
+# Key for the tokens the config API hands to our workers (Fernet, urlsafe base64 of
+# 32 bytes). Empty: derived from SECRET_KEY.
+CANDLECAST_ENCRYPTION_KEY = env_secret("CANDLECAST_ENCRYPTION_KEY", "")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "redact": {"()": "controlplane.logs.RedactSecretsFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.channels.server": {"level": "INFO"},
+        "daphne": {"level": "WARNING"},
+    },
+}
