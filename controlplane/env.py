@@ -34,7 +34,9 @@ def env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}")
+        raise ImproperlyConfigured(
+            f"{name} must be a whole number, not {value!r}"
+        ) from None
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -45,11 +47,13 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 def env_secret(name: str, default: str = "") -> str:
-    """Read a secret from NAME_FILE (preferred: not visible in the environment) or NAME."""
+    """A secret from NAME_FILE (preferred: not in the environment) or NAME."""
     path = os.environ.get(f"{name}_FILE")
     if path:
         try:
             return Path(path).read_text().strip()
         except OSError as exc:
-            raise ImproperlyConfigured(f"{name}_FILE={path!r} cannot be read: {exc}")
+            raise ImproperlyConfigured(
+                f"{name}_FILE={path!r} cannot be read: {exc}"
+            ) from exc
     return os.environ.get(name, default)

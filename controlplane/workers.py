@@ -23,7 +23,9 @@ def read_secret(name: str) -> str:
         try:
             value = Path(path).read_text().strip()
         except OSError as exc:
-            raise CommandError(f"{name}_FILE={path}: cannot read it ({exc.strerror})")
+            raise CommandError(
+                f"{name}_FILE={path}: cannot read it ({exc.strerror})"
+            ) from exc
         if not value:
             raise CommandError(f"{name}_FILE={path} is empty")
         return value

@@ -43,8 +43,15 @@ class ProducerForm(forms.ModelForm):
 @admin.register(Producer)
 class ProducerAdmin(admin.ModelAdmin):
     form = ProducerForm
-    list_display = ("name", "enabled", "timeframe", "candle_type", "pair_count",
-                    "source", "key_state")
+    list_display = (
+        "name",
+        "enabled",
+        "timeframe",
+        "candle_type",
+        "pair_count",
+        "source",
+        "key_state",
+    )
     list_filter = ("enabled", "source", "candle_type")
     search_fields = ("name",)
     readonly_fields = ("key_prefix", "created")
@@ -61,13 +68,19 @@ class ProducerAdmin(admin.ModelAdmin):
     @admin.action(description="Issue a new producer key (replaces the old one)")
     def issue_producer_key(self, request, queryset):
         secrets = [(p.name, p.issue_key()) for p in queryset]
-        return show_secrets(request, "Producer keys", secrets,
-                            "Give each to its producer worker as "
-                            "CANDLECAST_PRODUCER_KEY or CANDLECAST_PRODUCER_KEY_FILE.")
+        return show_secrets(
+            request,
+            "Producer keys",
+            secrets,
+            "Give each to its producer worker as "
+            "CANDLECAST_PRODUCER_KEY or CANDLECAST_PRODUCER_KEY_FILE.",
+        )
 
     @admin.action(description="Enable selected producers")
     def enable(self, request, queryset):
-        self.message_user(request, f"{queryset.update(enabled=True)} producer(s) enabled")
+        self.message_user(
+            request, f"{queryset.update(enabled=True)} producer(s) enabled"
+        )
 
     @admin.action(description="Disable selected producers")
     def disable(self, request, queryset):
@@ -90,13 +103,27 @@ class FeedTokenForm(forms.ModelForm):
 @admin.register(FeedToken)
 class FeedTokenAdmin(admin.ModelAdmin):
     form = FeedTokenForm
-    list_display = ("prefix", "producer", "label", "state_display", "created",
-                    "expires_at", "last_used_at", "last_used_address")
+    list_display = (
+        "prefix",
+        "producer",
+        "label",
+        "state_display",
+        "created",
+        "expires_at",
+        "last_used_at",
+        "last_used_address",
+    )
     list_select_related = ("producer",)
     list_filter = ("producer",)
     search_fields = ("prefix", "label")
-    readonly_fields = ("prefix", "created", "revoked_at", "last_used_at",
-                       "last_used_address", "successor")
+    readonly_fields = (
+        "prefix",
+        "created",
+        "revoked_at",
+        "last_used_at",
+        "last_used_address",
+        "successor",
+    )
     actions = ["revoke"]
 
     def get_form(self, request, obj=None, **kwargs):
@@ -121,8 +148,12 @@ class FeedTokenAdmin(admin.ModelAdmin):
 
     def response_add(self, request, obj, post_url_continue=None):
         token = FeedToken.objects.get(pk=obj.pk)
-        return show_secrets(request, "Feed token", [(str(token), self._plaintext)],
-                            f"Give it to the consumer of producer {token.producer}.")
+        return show_secrets(
+            request,
+            "Feed token",
+            [(str(token), self._plaintext)],
+            f"Give it to the consumer of producer {token.producer}.",
+        )
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):
@@ -135,6 +166,11 @@ def show_secrets(request, title: str, secrets: list[tuple[str, str]], hint: str)
     return TemplateResponse(
         request,
         "admin/producers/secrets_shown_once.html",
-        {"title": title, "secrets": secrets, "hint": hint,
-         "site_header": admin.site.site_header, "has_permission": True},
+        {
+            "title": title,
+            "secrets": secrets,
+            "hint": hint,
+            "site_header": admin.site.site_header,
+            "has_permission": True,
+        },
     )

@@ -25,7 +25,7 @@ def validate_timeframe(value: str) -> None:
     try:
         timeframe_seconds(value)
     except ValueError as exc:
-        raise ValidationError(str(exc))
+        raise ValidationError(str(exc)) from exc
 
 
 def validate_pairs(value: object) -> None:
@@ -95,7 +95,7 @@ class Producer(models.Model):
         return self.name
 
     def issue_key(self) -> str:
-        """Mint a new producer key, replacing the old one; returns the plaintext once."""
+        """Mint a new producer key, replacing the old one; returns its plaintext."""
         minted = tokens.mint(tokens.PRODUCER_KEY)
         self.key_prefix = minted.prefix
         self.key_digest = tokens.digest(minted.plaintext, tokens.hmac_key())
@@ -109,7 +109,9 @@ class Producer(models.Model):
         if prefix is None:
             return None
         producer = cls.objects.filter(key_prefix=prefix).first()
-        if producer and tokens.matches(plaintext, producer.key_digest, tokens.hmac_key()):
+        if producer and tokens.matches(
+            plaintext, producer.key_digest, tokens.hmac_key()
+        ):
             return producer
         return None
 
@@ -129,7 +131,9 @@ class FeedTokenQuerySet(models.QuerySet):
         if prefix is None:
             return None, "not a candlecast feed token"
         token = self.select_related("producer").filter(prefix=prefix).first()
-        if token is None or not tokens.matches(plaintext, token.digest, tokens.hmac_key()):
+        if token is None or not tokens.matches(
+            plaintext, token.digest, tokens.hmac_key()
+        ):
             return None, f"unknown token {prefix}"
         state = token.state(now)
         if state in (FeedToken.State.REVOKED, FeedToken.State.EXPIRED):
@@ -150,7 +154,9 @@ class FeedToken(models.Model):
         Producer, on_delete=models.CASCADE, related_name="tokens"
     )
     label = models.CharField(
-        max_length=100, blank=True, help_text="Who uses it: a bot, a consumer, a person."
+        max_length=100,
+        blank=True,
+        help_text="Who uses it: a bot, a consumer, a person.",
     )
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     digest = models.CharField(max_length=64, editable=False)
@@ -195,7 +201,9 @@ class FeedToken(models.Model):
             prefix=minted.prefix,
             digest=tokens.digest(minted.plaintext, tokens.hmac_key()),
             ciphertext=(
-                tokens.encrypt(minted.plaintext, tokens.fernet_key()) if for_worker else ""
+                tokens.encrypt(minted.plaintext, tokens.fernet_key())
+                if for_worker
+                else ""
             ),
             expires_at=expires_at,
         )

@@ -41,7 +41,7 @@ def mint(role: str) -> Minted:
 
 
 def prefix_of(plaintext: str, role: str) -> str | None:
-    """The lookup prefix of a presented secret, or None when it cannot be one of ours."""
+    """The lookup prefix of a presented secret; None when it cannot be ours."""
     if not plaintext.startswith(f"{role}_") or len(plaintext) < PREFIX_LENGTH + 16:
         return None
     return plaintext[:PREFIX_LENGTH]

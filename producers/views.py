@@ -27,8 +27,11 @@ def producer_config(request: HttpRequest, name: str) -> JsonResponse:
         return error(401, "send the producer key as 'Authorization: Bearer <key>'")
     producer = Producer.for_key(key)
     if producer is None or producer.name != name:
-        logger.warning("producer config: refused a key for %s from %s",
-                       name, request.META.get("REMOTE_ADDR"))
+        logger.warning(
+            "producer config: refused a key for %s from %s",
+            name,
+            request.META.get("REMOTE_ADDR"),
+        )
         return error(403, f"this key is not producer {name}'s key")
     if not producer.enabled:
         return error(403, f"producer {name} is disabled: enable it in the admin")

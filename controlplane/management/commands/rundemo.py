@@ -24,8 +24,16 @@ from django.core.management.base import BaseCommand, CommandError
 
 from producers.models import FeedToken, Producer
 
-DEMO_PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "ADA/USDT",
-              "DOGE/USDT", "LTC/USDT", "DOT/USDT"]
+DEMO_PAIRS = [
+    "BTC/USDT",
+    "ETH/USDT",
+    "SOL/USDT",
+    "XRP/USDT",
+    "ADA/USDT",
+    "DOGE/USDT",
+    "LTC/USDT",
+    "DOT/USDT",
+]
 
 
 def secret_file(name: str) -> Path:
@@ -47,8 +55,9 @@ class Command(BaseCommand):
     help = "Run the whole system on this machine: hub, demo producer and its worker."
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int,
-                            default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument(
+            "--port", type=int, default=int(os.environ.get("PORT", "8000"))
+        )
 
     def handle(self, *args, port: int, **options):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -111,8 +120,15 @@ class Command(BaseCommand):
         snippet = {
             "external_message_consumer": {
                 "enabled": True,
-                "producers": [{"name": "default", "host": "127.0.0.1",
-                               "port": port, "secure": False, "ws_token": token}],
+                "producers": [
+                    {
+                        "name": "default",
+                        "host": "127.0.0.1",
+                        "port": port,
+                        "secure": False,
+                        "ws_token": token,
+                    }
+                ],
             }
         }
         self.stdout.write(
@@ -130,16 +146,19 @@ class Command(BaseCommand):
 
     def supervise(self, port: int, producer: Producer, key_path: Path) -> None:
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-        env = dict(os.environ, PORT=str(port),
-                   CANDLECAST_HUB_URL=f"http://127.0.0.1:{port}")
+        env = dict(
+            os.environ, PORT=str(port), CANDLECAST_HUB_URL=f"http://127.0.0.1:{port}"
+        )
         env.pop("CANDLECAST_PRODUCER_KEY", None)
         children = [subprocess.Popen([*manage, "runhub", "--port", str(port)], env=env)]
         try:
             wait_for_port(port, children[0])
-            children.append(subprocess.Popen(
-                [*manage, "runproducer", producer.name],
-                env=dict(env, CANDLECAST_PRODUCER_KEY_FILE=str(key_path)),
-            ))
+            children.append(
+                subprocess.Popen(
+                    [*manage, "runproducer", producer.name],
+                    env=dict(env, CANDLECAST_PRODUCER_KEY_FILE=str(key_path)),
+                )
+            )
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
             raise CommandError("a demo process exited; see its log lines above")
@@ -147,6 +166,7 @@ class Command(BaseCommand):
             self.stdout.write("stopping…")
         finally:
             stop_all(children)
+
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout

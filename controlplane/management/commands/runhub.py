@@ -24,9 +24,14 @@ def access_log(protocol: str, action: str, details: dict) -> None:
     path = details.get("path", "")
     client = details.get("client", "?")
     if protocol == "http" and action == "complete":
-        logger.info("HTTP %s %s %s [%s]", details["method"], path, details["status"],
-                    client)
-    elif protocol == "websocket" and action in ("rejected", "connected", "disconnected"):
+        logger.info(
+            "HTTP %s %s %s [%s]", details["method"], path, details["status"], client
+        )
+    elif protocol == "websocket" and action in (
+        "rejected",
+        "connected",
+        "disconnected",
+    ):
         logger.info("WebSocket %s %s [%s]", action, path, client)
 
 
@@ -35,17 +40,23 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int,
-                            default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument(
+            "--port", type=int, default=int(os.environ.get("PORT", "8000"))
+        )
 
     def handle(self, *args, host: str, port: int, **options):
         from controlplane.asgi import application
 
         limit = settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB << 20
-        logger.info("hub listening on http://%s:%s (message size limit %d MiB, %s)",
-                    host, port, settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB,
-                    "Redis " + redacted_url(settings.REDIS_URL)
-                    if settings.REDIS_URL else "in-memory channel layer")
+        logger.info(
+            "hub listening on http://%s:%s (message size limit %d MiB, %s)",
+            host,
+            port,
+            settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB,
+            "Redis " + redacted_url(settings.REDIS_URL)
+            if settings.REDIS_URL
+            else "in-memory channel layer",
+        )
         Server(
             application=ASGIStaticFilesHandler(application),
             endpoints=build_endpoint_description_strings(host=host, port=port),

@@ -16,15 +16,19 @@ class Command(BaseCommand):
         parser.add_argument(
             "--for-worker",
             action="store_true",
-            help="for a candlecast consumer worker (stored encrypted for the config API)",
+            help="for a candlecast consumer worker (kept encrypted: config API)",
         )
 
     def handle(self, *args, producer: str, label: str, for_worker: bool, **options):
         try:
             target = Producer.objects.get(name=producer)
         except Producer.DoesNotExist:
-            names = ", ".join(Producer.objects.values_list("name", flat=True)) or "none"
-            raise CommandError(f"no producer named {producer!r} (producers: {names})")
+            names = ", ".join(Producer.objects.values_list("name", flat=True))
+            raise CommandError(
+                f"no producer named {producer!r} (producers: {names or 'none'})"
+            ) from None
         token, plaintext = FeedToken.issue(target, label, for_worker=for_worker)
-        self.stderr.write(f"issued feed token {token.prefix}… for producer {target.name}")
+        self.stderr.write(
+            f"issued feed token {token.prefix}… for producer {target.name}"
+        )
         self.stdout.write(plaintext)

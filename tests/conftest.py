@@ -1,0 +1,85 @@
+"""Shared fixtures: domain nouns (producer, feed token, producer key), a clean
+snapshot store and channel layer per test, and the services check for CI."""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+
+from producers.models import FeedToken, Producer
+
+
+def _service_reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or default_port), 2):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_configure(config):
+    """In scale-out mode the services must be there: fail loudly, never skip."""
+    checks = [("REDIS_URL", 6379), ("DATABASE_URL", 5432)]
+    for name, port in checks:
+        url = os.environ.get(name, "")
+        if url and not url.startswith("sqlite") and not _service_reachable(url, port):
+            raise pytest.UsageError(
+                f"{name}={url} is set but nothing answers there: start the service "
+                f"or unset {name} to test the embedded default"
+            )
+
+
+@pytest.fixture(autouse=True)
+def _clean_hub_state():
+    """Each test starts with empty snapshots, layer groups and throttle counters."""
+    from channels.layers import channel_layers
+
+    from controlplane.auth import throttle
+    from producers import snapshots
+
+    snapshots.reset_store()
+    channel_layers.backends.clear()
+    throttle.reset()
+    yield
+    snapshots.reset_store()
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def producer(db) -> Producer:
+    return Producer.objects.create(
+        name="alpha",
+        pairs=["BTC/USDT", "ETH/USDT"],
+        timeframe="5m",
+        source_options={"seed": 7},
+    )
+
+
+@pytest.fixture
+def producer_key(producer) -> str:
+    return producer.issue_key()
+
+
+@pytest.fixture
+def feed_token(producer) -> tuple[str, FeedToken]:
+    """Plaintext and row together: the plaintext exists only now."""
+    token, plaintext = FeedToken.issue(producer, "bot one")
+    return plaintext, token
+
+
+@pytest.fixture
+def charlie(db) -> tuple[str, FeedToken]:
+    """An outsider: a valid token, but for another producer."""
+    other = Producer.objects.create(name="charlie", pairs=["XRP/USDT"])
+    token, plaintext = FeedToken.issue(other, "charlie")
+    return plaintext, token
+
+
+@pytest.fixture
+def redis_in_use() -> bool:
+    return bool(settings.REDIS_URL)

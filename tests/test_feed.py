@@ -1,0 +1,353 @@
+"""The feed socket through the real ASGI stack: FreqTrade's protocol, our limits."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+from pandas.testing import assert_frame_equal
+
+from producers import protocol, snapshots
+from tests.feeds import (
+    analysed_frame,
+    feed,
+    frame,
+    publish,
+    publisher,
+    receive,
+    request,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def count_encodes(monkeypatch) -> list:
+    """Record every FreqTrade frame encoding, wherever it is called from."""
+    calls: list = []
+    original = protocol.analyzed_df_message
+
+    def counted(*args):
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(protocol, "analyzed_df_message", counted)
+    monkeypatch.setattr(snapshots, "analyzed_df_message", counted)
+    return calls
+
+
+SUBSCRIBE = {"type": "subscribe", "data": ["whitelist", "analyzed_df"]}
+
+
+@pytest.fixture
+async def history(producer, producer_key):
+    """The producer worker has published 1500 rows for both pairs."""
+    frames = {pair: analysed_frame(seed=n) for n, pair in enumerate(producer.pairs)}
+    socket, connected = await publisher(producer_key)
+    assert connected
+    for seq, (pair, df) in enumerate(frames.items(), start=1):
+        reply = await publish(
+            socket, [frame(pair, df, full=True)], whitelist=producer.pairs, seq=seq
+        )
+        assert reply == {"type": "ack", "seq": seq}
+    yield frames, socket
+    await socket.disconnect()
+
+
+async def test_it_refuses_a_missing_token(producer):
+    socket, connected = await feed(None)
+    assert not connected
+
+
+async def test_it_refuses_a_wrong_token(producer, feed_token):
+    plaintext, _ = feed_token
+    socket, connected = await feed(plaintext[:-2] + "xx")
+    assert not connected
+
+
+async def test_it_refuses_a_revoked_token(feed_token):
+    plaintext, token = feed_token
+    await sync_to_async(token.revoke)()
+    socket, connected = await feed(plaintext)
+    assert not connected
+
+
+async def test_it_refuses_an_expired_token(feed_token):
+    plaintext, token = feed_token
+    token.expires_at = timezone.now() - timedelta(seconds=1)
+    await token.asave()
+    socket, connected = await feed(plaintext)
+    assert not connected
+
+
+async def test_it_refuses_a_producer_key_as_feed_token(producer, producer_key):
+    socket, connected = await feed(producer_key)
+    assert not connected
+
+
+@pytest.mark.parametrize("bearer", [False, True])
+async def test_it_accepts_a_token_in_the_query_or_the_header(feed_token, bearer):
+    plaintext, token = feed_token
+    socket, connected = await feed(plaintext, bearer=bearer)
+    assert connected
+    await socket.disconnect()
+    await token.arefresh_from_db()
+    assert token.last_used_at is not None
+
+
+async def test_it_accepts_an_allowed_origin_and_refuses_a_foreign_one(feed_token):
+    plaintext, _ = feed_token
+    socket, connected = await feed(plaintext, origin="http://127.0.0.1:8000")
+    assert connected
+    await socket.disconnect()
+    socket, connected = await feed(plaintext, origin="https://evil.example")
+    assert not connected
+
+
+async def test_it_throttles_an_address_after_repeated_failures(feed_token, settings):
+    settings.CANDLECAST_AUTH_FAILURES_PER_WINDOW = 3
+    plaintext, _ = feed_token
+    for _ in range(3):
+        assert not (await feed("ccf_wrongwrongwrongwrongwrong"))[1]
+    socket, connected = await feed(plaintext)
+    assert not connected  # refused before any check, valid token or not
+
+
+async def test_it_answers_whitelist_from_the_definition_before_any_publish(
+    producer, feed_token
+):
+    socket, _ = await feed(feed_token[0])
+    await request(socket, {"type": "whitelist"})
+    assert await receive(socket) == {"type": "whitelist", "data": producer.pairs}
+    await socket.disconnect()
+
+
+async def test_it_answers_analyzed_df_for_every_pair_with_1500_rows(
+    history, feed_token
+):
+    frames, _ = history
+    socket, _ = await feed(feed_token[0])
+    await request(
+        socket, {"type": "analyzed_df", "data": {"limit": 1500, "pair": None}}
+    )
+    for pair, expected in frames.items():
+        message = await receive(socket)
+        assert message["type"] == "analyzed_df"
+        assert message["data"]["key"] == [pair, "5m", "spot"]
+        received = message["data"]["df"]
+        assert len(received) == 1500
+        assert_frame_equal(
+            received.reset_index(drop=True),
+            expected,
+            check_exact=True,
+            check_dtype=False,
+        )
+    assert await socket.receive_nothing(timeout=0.2)
+    await socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    "data, rows",
+    [
+        ({"limit": 3, "pair": "BTC/USDT"}, 3),
+        ({"pair": "BTC/USDT"}, 1500),
+        ({"limit": 0, "pair": "BTC/USDT"}, 1500),
+        ({"limit": 10**9, "pair": "BTC/USDT"}, 1500),
+    ],
+)
+async def test_it_applies_freqtrade_limit_semantics(history, feed_token, data, rows):
+    socket, _ = await feed(feed_token[0])
+    await request(socket, {"type": "analyzed_df", "data": data})
+    message = await receive(socket)
+    assert len(message["data"]["df"]) == rows
+    assert list(message["data"]["df"].index) == list(range(1500 - rows, 1500))
+    await socket.disconnect()
+
+
+async def test_it_answers_an_unknown_pair_with_an_empty_frame(history, feed_token):
+    socket, _ = await feed(feed_token[0])
+    await request(
+        socket, {"type": "analyzed_df", "data": {"limit": 5, "pair": "NOPE/USDT"}}
+    )
+    message = await receive(socket)
+    assert message["data"]["key"] == ["NOPE/USDT", "5m", "spot"]
+    assert message["data"]["df"].empty
+    assert message["data"]["la"] == protocol.EPOCH
+    await socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    "text, reply",
+    [
+        ('{"type": "nonsense"}', "Invalid request type: nonsense"),
+        ("{not json", "JSON"),
+        ('{"type": "analyzed_df", "data": {"limit": -5}}', "limit"),
+        ('{"type": "analyzed_df", "data": {"limit": "many"}}', "limit"),
+        ('{"type": "analyzed_df", "data": [1, 2]}', "analyzed_df"),
+        ('["whitelist"]', "object"),
+    ],
+)
+async def test_it_answers_bad_requests_with_an_exception_and_keeps_serving(
+    feed_token, producer, text, reply
+):
+    socket, _ = await feed(feed_token[0])
+    await socket.send_to(text_data=text)
+    message = await receive(socket)
+    assert message["type"] == "exception"
+    assert reply in message["data"]
+    await request(socket, {"type": "whitelist"})  # still open and serving
+    assert (await receive(socket))["data"] == producer.pairs
+    await socket.disconnect()
+
+
+async def test_it_answers_a_binary_frame_with_an_exception(feed_token):
+    socket, _ = await feed(feed_token[0])
+    await socket.send_to(bytes_data=b'{"type": "whitelist"}')
+    message = await receive(socket)
+    assert message["type"] == "exception" and "binary" in message["data"]
+    await socket.disconnect()
+
+
+async def test_it_says_which_subscription_topics_are_unknown(feed_token):
+    socket, _ = await feed(feed_token[0])
+    await request(socket, {"type": "subscribe", "data": ["analyzed_df", "bogus"]})
+    message = await receive(socket)
+    assert message["type"] == "exception" and "bogus" in message["data"]
+    await socket.disconnect()
+
+
+async def test_it_broadcasts_new_rows_and_new_candle_to_subscribers_only(
+    history, feed_token, producer
+):
+    _, worker = history
+    subscriber, _ = await feed(feed_token[0])
+    await request(
+        subscriber, {"type": "subscribe", "data": ["analyzed_df", "new_candle"]}
+    )
+    bystander, _ = await feed(feed_token[0])
+    late = analysed_frame(rows=1, start="2026-11-06 05:00", seed=9)
+    await subscriber.receive_nothing(timeout=0.1)
+    reply = await publish(
+        worker, [frame("BTC/USDT", late, full=False, new_candle=True)], seq=10
+    )
+    assert reply["type"] == "ack"
+    message = await receive(subscriber)
+    assert message["data"]["key"] == ["BTC/USDT", "5m", "spot"]
+    assert_frame_equal(
+        message["data"]["df"].reset_index(drop=True),
+        late,
+        check_exact=True,
+        check_dtype=False,
+    )
+    assert list(message["data"]["df"].index) == [1499]
+    assert await receive(subscriber) == {
+        "type": "new_candle",
+        "data": ["BTC/USDT", "5m", "spot"],
+    }
+    assert await bystander.receive_nothing(timeout=0.2)
+    await subscriber.disconnect()
+    await bystander.disconnect()
+
+
+async def test_it_serves_the_appended_candle_in_later_replies(history, feed_token):
+    _, worker = history
+    late = analysed_frame(rows=1, start="2026-11-06 05:00", seed=9)
+    await publish(
+        worker, [frame("BTC/USDT", late, full=False, new_candle=True)], seq=10
+    )
+    socket, _ = await feed(feed_token[0])
+    await request(
+        socket, {"type": "analyzed_df", "data": {"limit": 2, "pair": "BTC/USDT"}}
+    )
+    received = (await receive(socket))["data"]["df"]
+    assert received["date"].iloc[-1] == pd.Timestamp("2026-11-06 05:00", tz="UTC")
+    await socket.disconnect()
+
+
+async def test_it_broadcasts_the_whitelist_when_it_changes(
+    history, feed_token, producer
+):
+    _, worker = history
+    socket, _ = await feed(feed_token[0])
+    await request(socket, SUBSCRIBE)
+    await publish(worker, [], whitelist=producer.pairs, seq=11)  # unchanged
+    assert await socket.receive_nothing(timeout=0.2)
+    await publish(worker, [], whitelist=["BTC/USDT"], seq=12)
+    assert await receive(socket) == {"type": "whitelist", "data": ["BTC/USDT"]}
+    await socket.disconnect()
+
+
+async def test_it_encodes_each_broadcast_once_for_all_subscribers(
+    history, feed_token, monkeypatch
+):
+    _, worker = history
+    sockets = [(await feed(feed_token[0]))[0] for _ in range(3)]
+    for socket in sockets:
+        await request(socket, SUBSCRIBE)
+    calls = count_encodes(monkeypatch)
+    late = analysed_frame(rows=1, start="2026-11-06 05:00", seed=9)
+    await publish(
+        worker, [frame("ETH/USDT", late, full=False, new_candle=True)], seq=13
+    )
+    for socket in sockets:
+        assert (await receive(socket))["type"] == "analyzed_df"
+        await socket.disconnect()
+    assert len(calls) == 1
+
+
+async def test_it_caches_initial_replies_until_the_key_changes(
+    history, feed_token, monkeypatch
+):
+    _, worker = history
+    calls = count_encodes(monkeypatch)
+    ask = {"type": "analyzed_df", "data": {"limit": 1500, "pair": "BTC/USDT"}}
+    for _ in range(3):
+        socket, _ = await feed(feed_token[0])
+        await request(socket, ask)
+        await receive(socket)
+        await socket.disconnect()
+    assert len(calls) == 1
+    late = analysed_frame(rows=1, start="2026-11-06 05:00", seed=9)
+    await publish(worker, [frame("BTC/USDT", late, full=False)], seq=14)
+    socket, _ = await feed(feed_token[0])
+    await request(socket, ask)
+    await receive(socket)
+    await socket.disconnect()
+    assert len(calls) == 3  # one broadcast, one new reply
+
+
+async def test_it_serves_only_the_token_s_own_producer(history, charlie):
+    socket, _ = await feed(charlie[0])
+    await request(socket, {"type": "whitelist"})
+    assert (await receive(socket))["data"] == ["XRP/USDT"]
+    await request(socket, {"type": "analyzed_df", "data": {"pair": "BTC/USDT"}})
+    assert (await receive(socket))["data"]["df"].empty
+    await socket.disconnect()
+
+
+async def test_it_refuses_a_reply_over_the_message_size_limit(
+    history, feed_token, settings
+):
+    settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB = 0  # every frame is too large
+    socket, _ = await feed(feed_token[0])
+    await request(socket, {"type": "analyzed_df", "data": {"pair": "BTC/USDT"}})
+    message = await receive(socket)
+    assert message["type"] == "exception" and "limit" in message["data"]
+    await socket.disconnect()
+
+
+async def test_it_closes_a_revoked_token_s_live_connections(feed_token, producer):
+    from channels.layers import get_channel_layer
+
+    from producers.groups import FEED_REVOKE, feed_group
+
+    plaintext, token = feed_token
+    socket, _ = await feed(plaintext)
+    await get_channel_layer().group_send(
+        feed_group(producer.name),
+        {"type": FEED_REVOKE, "token_ids": [token.pk], "reason": "revoked"},
+    )
+    output = await socket.receive_output(timeout=2)
+    assert output == {"type": "websocket.close", "code": 4001, "reason": "revoked"}
