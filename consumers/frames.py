@@ -1,0 +1,291 @@
+"""One producer's analysed dataframes, kept with FreqTrade's append and gap semantics.
+
+Pure module (pandas only) used by the consumer worker and by plain scripts. It fixes
+FreqTrade's faults: short histories load, month/year gaps are measured, memory is
+bounded per key, and gap-fill requests stay on record until a frame fills them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+from pandas import DataFrame
+
+from producers.timeframes import is_calendar_timeframe, timeframe_seconds
+
+Key = tuple[str, str, str]  # (pair, timeframe, candle_type)
+
+# FreqTrade's FULL_DATAFRAME_THRESHOLD: without an explicit hint, a frame of this many
+# rows is a full history, a shorter one an update to append.
+FULL_FRAME_ROWS = 100
+# What FreqTrade asks for once a hole is FULL_FRAME_ROWS candles or more.
+RESYNC_LIMIT = 1500
+SIGNAL_COLUMNS = ("enter_long", "exit_long", "enter_short", "exit_short")
+TAG_COLUMNS = ("enter_tag", "exit_tag")
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Ask the producer for the last ``limit`` candles of this key's pair again."""
+
+    key: Key
+    limit: int
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A frame was stored.
+
+    ``rows`` is the stored row count afterwards; ``appended`` counts rows newer than
+    the previous last candle (every row for a first frame); ``replaced`` says a full
+    frame replaced the stored one; ``new_candle`` says the last candle date advanced.
+    """
+
+    key: Key
+    rows: int
+    appended: int
+    replaced: bool
+    new_candle: bool
+
+
+def remove_signals(df: DataFrame) -> DataFrame:
+    """A new frame with FreqTrade's signals cleared; ``df`` itself is left alone.
+
+    As FreqTrade's ``remove_entry_exit_signals``: the four signal columns become int 0
+    and both tag columns None, created when missing.
+    """
+    out = df.copy(deep=False)  # copy-on-write: assigning columns never touches df
+    for column in SIGNAL_COLUMNS:
+        out[column] = 0
+    for column in TAG_COLUMNS:
+        out[column] = None
+    return out
+
+
+def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    # The wire protocol says naive datetimes are UTC.
+    return stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp
+
+
+def candle_steps(earlier: datetime, later: datetime, timeframe: str) -> float:
+    """How many ``timeframe`` candles separate two candle open dates.
+
+    Months and years are counted on the calendar (a month is not 30 days), so 1M and
+    1y gaps are measured where FreqTrade's ``to_timedelta`` raises.
+    """
+    if is_calendar_timeframe(timeframe):
+        first, last = _utc(earlier), _utc(later)
+        months = (last.year - first.year) * 12 + (last.month - first.month)
+        per_candle = int(timeframe[:-1]) * (12 if timeframe.endswith("y") else 1)
+        return months / per_candle
+    delta = _utc(later) - _utc(earlier)
+    return delta.total_seconds() / timeframe_seconds(timeframe)
+
+
+def candle_close(open_date: datetime, timeframe: str) -> pd.Timestamp:
+    """When the candle that opened at ``open_date`` closes (calendar-aware)."""
+    start = _utc(open_date)
+    count = int(timeframe[:-1]) if is_calendar_timeframe(timeframe) else 0
+    if timeframe.endswith("M"):
+        return start + pd.DateOffset(months=count)
+    if timeframe.endswith("y"):
+        return start + pd.DateOffset(years=count)
+    return start + pd.Timedelta(seconds=timeframe_seconds(timeframe))
+
+
+def gap_limit(steps: int, max_rows: int) -> int:
+    """FreqTrade's request size for a hole of ``steps`` candle lengths, capped.
+
+    One candle of overlap is added (a 1-candle hole is 2 steps, so 3 candles are
+    asked for); holes of 100 candles or more ask for a whole history instead.
+    """
+    limit = steps + 1
+    if limit >= FULL_FRAME_ROWS:
+        limit = RESYNC_LIMIT
+    return max(1, min(limit, max_rows))
+
+
+class FrameStore:
+    """The latest analysed frame per (pair, timeframe, candle_type) of one producer.
+
+    Thread safety: the worker calls :meth:`apply` from its event loop while a strategy
+    may read from another thread. Every read and write of the internal dicts holds one
+    ``threading.Lock``. A stored frame is never modified after it is stored (apply
+    builds a new frame and swaps the reference), so a frame returned by :meth:`get`
+    stays consistent; treat it as read-only (``DataProvider`` hands out copies).
+
+    Rewinds are kept from FreqTrade: an update whose first candle is older than the
+    stored last candle drops the stored candles from that date on, and the producer's
+    later broadcasts (or a resync) bring the history forward again.
+    """
+
+    def __init__(self, max_rows: int = 1500, remove_entry_exit_signals: bool = False):
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        self.max_rows = max_rows
+        self.remove_entry_exit_signals = remove_entry_exit_signals
+        self._lock = threading.Lock()
+        self._frames: dict[Key, tuple[DataFrame, datetime]] = {}
+        self._outstanding: dict[Key, Missing] = {}
+        self._whitelist: list[str] = []
+
+    def apply(
+        self,
+        key: Key,
+        df: DataFrame,
+        la: datetime | None,
+        *,
+        full: bool | None = None,
+    ) -> Stored | Missing | None:
+        """Store one received frame, or say which candles to request.
+
+        Args:
+            key: ``(pair, timeframe, candle_type)`` from the message.
+            df: the decoded frame, with a datetime64 ``date`` column.
+            la: the producer's "last analyzed" time; None stores now, as FreqTrade.
+            full: True replaces the stored frame, False appends; None decides as
+                FreqTrade does (100 rows or more is full) except that a first frame
+                for a key is always full, so short histories load.
+
+        Returns:
+            None for an empty frame (ignored), :class:`Missing` when there is a hole
+            or nothing to append to, else :class:`Stored`.
+
+        Raises:
+            ValueError: when ``df`` has no datetime ``date`` column.
+        """
+        if df.empty:
+            return None
+        frame = self._prepare(key, df)
+        analysed = la or datetime.now(UTC)
+        with self._lock:
+            previous = self._frames.get(key)
+            if full is None:
+                full = previous is None or len(frame) >= FULL_FRAME_ROWS
+            if full:
+                result = self._replace(key, frame, analysed, previous)
+            elif previous is None:
+                result = Missing(key, min(RESYNC_LIMIT, self.max_rows))
+            else:
+                result = self._update(key, frame, analysed, previous[0])
+            self._record(key, result)
+        return result
+
+    def get(self, key: Key) -> tuple[DataFrame, datetime] | None:
+        """The stored frame (not a copy: do not modify it) and its ``la``."""
+        with self._lock:
+            return self._frames.get(key)
+
+    def keys(self) -> list[Key]:
+        with self._lock:
+            return list(self._frames)
+
+    def outstanding(self) -> list[Missing]:
+        """Requests not yet filled by a frame; re-send them after a reconnect."""
+        with self._lock:
+            return list(self._outstanding.values())
+
+    def set_whitelist(self, pairs: list[str]) -> None:
+        with self._lock:
+            self._whitelist = list(pairs)
+
+    @property
+    def whitelist(self) -> list[str]:
+        with self._lock:
+            return list(self._whitelist)
+
+    def remove(self, key: Key) -> None:
+        with self._lock:
+            self._frames.pop(key, None)
+            self._outstanding.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._frames.clear()
+            self._outstanding.clear()
+
+    def _prepare(self, key: Key, df: DataFrame) -> DataFrame:
+        """Validate the date column, clear signals if asked, sort by date."""
+        try:
+            dates = df["date"]
+        except KeyError:
+            raise ValueError(
+                f"frame for {key} has no 'date' column; producer frames must carry "
+                "each candle's open time in 'date'"
+            ) from None
+        if not pd.api.types.is_datetime64_any_dtype(dates.dtype):
+            raise ValueError(
+                f"frame for {key} has a 'date' column of dtype {dates.dtype}; "
+                "decode it to datetime64 (UTC) before storing"
+            )
+        if self.remove_entry_exit_signals:
+            df = remove_signals(df)
+        if len(df) > 1 and not dates.is_monotonic_increasing:
+            df = df.sort_values("date", kind="stable")
+        return df
+
+    def _replace(
+        self,
+        key: Key,
+        frame: DataFrame,
+        la: datetime,
+        previous: tuple[DataFrame, datetime] | None,
+    ) -> Stored:
+        frame = frame.iloc[-self.max_rows :].reset_index(drop=True)
+        if previous is None:
+            newer = len(frame)
+        else:
+            old_last = _like(frame["date"], previous[0]["date"].iloc[-1])
+            newer = len(frame) - int(frame["date"].searchsorted(old_last, "right"))
+        self._frames[key] = (frame, la)
+        return Stored(key, len(frame), newer, True, newer > 0)
+
+    def _update(
+        self, key: Key, frame: DataFrame, la: datetime, stored: DataFrame
+    ) -> Stored | Missing:
+        frame = _match_dates(frame, stored["date"].dtype)
+        last, first = stored["date"].iloc[-1], frame["date"].iloc[0]
+        steps = candle_steps(last, first, key[1])
+        if steps > 1:
+            return Missing(key, gap_limit(int(steps), self.max_rows))
+        # Stored rows from the incoming first date on are superseded (replace-last
+        # when equal, rewind when older); stored is sorted, so one cut suffices.
+        keep = int(stored["date"].searchsorted(first, "left"))
+        merged = pd.concat([stored.iloc[:keep], frame]) if keep else frame
+        merged = merged.iloc[-self.max_rows :].reset_index(drop=True)
+        self._frames[key] = (merged, la)
+        newer = len(frame) - int(frame["date"].searchsorted(last, "right"))
+        return Stored(key, len(merged), newer, False, newer > 0)
+
+    def _record(self, key: Key, result: Stored | Missing) -> None:
+        # A Missing stays on record until some frame for the key is stored: a
+        # request lost with a dropped connection can then be sent again.
+        if isinstance(result, Missing):
+            self._outstanding[key] = result
+        else:
+            self._outstanding.pop(key, None)
+
+
+def _like(dates: pd.Series, moment: datetime) -> pd.Timestamp:
+    """``moment`` as comparable with ``dates`` (both tz-aware, or both naive UTC)."""
+    stamp = _utc(moment)
+    return stamp if dates.dt.tz is not None else stamp.tz_convert(UTC).tz_localize(None)
+
+
+def _match_dates(frame: DataFrame, dtype: object) -> DataFrame:
+    """Give ``frame['date']`` the stored dtype, so appends never change it."""
+    dates = frame["date"]
+    if dates.dtype == dtype:
+        return frame
+    stored_tz = getattr(dtype, "tz", None)
+    if stored_tz is not None and dates.dt.tz is None:
+        dates = dates.dt.tz_localize(UTC)  # naive means UTC on the wire
+    elif stored_tz is None and dates.dt.tz is not None:
+        dates = dates.dt.tz_convert(UTC).dt.tz_localize(None)
+    frame = frame.copy(deep=False)
+    frame["date"] = dates.astype(dtype)
+    return frame
