@@ -97,6 +97,8 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 ### Channel layer and shared state
 
 REDIS_URL = env_str("REDIS_URL", "")
+# Every Redis key of this deployment (channel layer, snapshots) starts with it.
+CANDLECAST_REDIS_PREFIX = env_str("CANDLECAST_REDIS_PREFIX", "candlecast")
 # A candle close over 200 pairs is one layer message per feed socket (broadcasts are
 # batched per tick), but a capacity well above the default 100 keeps bursts of
 # replies and status updates from being dropped silently.
@@ -112,7 +114,7 @@ if REDIS_URL:
                 "hosts": [REDIS_URL],
                 "capacity": CHANNEL_CAPACITY,
                 "group_expiry": CHANNEL_GROUP_EXPIRY,
-                "prefix": env_str("CANDLECAST_REDIS_PREFIX", "candlecast"),
+                "prefix": CANDLECAST_REDIS_PREFIX,
             },
         }
     }

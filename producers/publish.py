@@ -124,7 +124,9 @@ class PublishSocket(AsyncWebsocketConsumer):
         await update(key, frame["columns"], rows, dates, la)
         # FreqTrade broadcasts only the newest row(s), never a full frame: consumers
         # that are connected append it; new ones ask for the history.
-        fresh = 1 if frame["full"] else len(rows)
+        fresh = min(len(rows), 1 if frame["full"] else len(rows))
+        if not fresh:
+            return []
         snapshot = await store.tail(key, fresh)
         if snapshot is None or not snapshot.rows:
             return []

@@ -3,7 +3,9 @@ snapshot store and channel layer per test, and the services check for CI."""
 
 from __future__ import annotations
 
+import copy
 import os
+import secrets
 import socket
 from urllib.parse import urlsplit
 
@@ -35,13 +37,23 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
-def _clean_hub_state():
-    """Each test starts with empty snapshots, layer groups and throttle counters."""
+def _clean_hub_state(settings):
+    """Each test starts with empty snapshots, layer groups and throttle counters.
+
+    With Redis, each test gets key prefixes of its own instead of a flush, so a
+    shared Redis is never wiped.
+    """
     from channels.layers import channel_layers
 
     from controlplane.auth import throttle
     from producers import snapshots
 
+    if settings.REDIS_URL:
+        prefix = f"cc-test-{secrets.token_hex(4)}"
+        settings.CANDLECAST_REDIS_PREFIX = prefix
+        layer = copy.deepcopy(settings.CHANNEL_LAYERS)
+        layer["default"]["CONFIG"]["prefix"] = prefix
+        settings.CHANNEL_LAYERS = layer
     snapshots.reset_store()
     channel_layers.backends.clear()
     throttle.reset()
@@ -83,3 +95,14 @@ def charlie(db) -> tuple[str, FeedToken]:
 @pytest.fixture
 def redis_in_use() -> bool:
     return bool(settings.REDIS_URL)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_socket_thread_connections(django_db_setup):
+    """Sockets reach the ORM from asgiref's one sync thread: close its connections
+    before the test database is dropped (PostgreSQL refuses while they are open)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()

@@ -16,6 +16,8 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.management.base import BaseCommand
 
+from producers.snapshots import redact_url
+
 logger = logging.getLogger("candlecast.hub")
 
 
@@ -53,7 +55,7 @@ class Command(BaseCommand):
             host,
             port,
             settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB,
-            "Redis " + redacted_url(settings.REDIS_URL)
+            "Redis " + redact_url(settings.REDIS_URL)
             if settings.REDIS_URL
             else "in-memory channel layer",
         )
@@ -70,12 +72,3 @@ class Command(BaseCommand):
         ).run()
         logger.info("hub stopped")
 
-
-def redacted_url(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url

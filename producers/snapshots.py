@@ -1,0 +1,493 @@
+"""The hub's snapshot store: the latest analysed rows of every stream, and whitelists.
+
+Rows are kept as pre-encoded JSON bytes, so replies join bytes instead of encoding
+dataframes, and a reply is encoded once per (stream, limit, version) however many
+consumers ask. MemoryStore serves the embedded hub; RedisStore lets several hub
+processes share one state (settings.REDIS_URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import secrets
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from producers.protocol import (
+    EMPTY_SPLIT,
+    EPOCH,
+    ProtocolError,
+    analyzed_df_message,
+    format_datetime,
+    parse_datetime,
+    split_document,
+)
+
+StreamKey = tuple[str, str, str, str]  # (producer, pair, timeframe, candle_type)
+
+# Distinct limits cached per stream; FreqTrade consumers ask 1500 and a few gap sizes.
+REPLY_CACHE_LIMITS = 16
+
+
+class ColumnsChanged(ProtocolError):
+    """An update's columns differ from the stored snapshot's."""
+
+
+class SnapshotStoreUnavailable(RuntimeError):
+    """The shared store (Redis) cannot be reached."""
+
+
+@dataclass
+class Snapshot:
+    columns: list[str]
+    rows: list[bytes]
+    first_index: int  # position of rows[0] in the stored snapshot, FreqTrade's label
+    la: datetime
+    version: int
+
+
+@dataclass
+class _CachedReplies:
+    token: Hashable  # what identifies the stored version these replies were built from
+    texts: dict[int | None, str] = field(default_factory=dict)
+
+
+class SnapshotStore(ABC):
+    """One async interface over the in-process and the Redis store."""
+
+    def __init__(self, max_rows: int | None = None) -> None:
+        self._max_rows = max_rows
+        self._replies: dict[StreamKey, _CachedReplies] = {}
+
+    @property
+    def max_rows(self) -> int:
+        if self._max_rows is None:
+            from django.conf import settings
+
+            self._max_rows = int(settings.CANDLECAST_SNAPSHOT_ROWS)
+        return self._max_rows
+
+    async def replace(
+        self,
+        key: StreamKey,
+        columns: list[str],
+        rows: list[bytes],
+        dates: list[int],
+        la: datetime,
+    ) -> int:
+        """Make ``rows`` the whole snapshot of ``key``; returns the new version."""
+        _check_dates(rows, dates)
+        return await self._write("replace", key, list(columns), rows, dates, la)
+
+    async def upsert(
+        self,
+        key: StreamKey,
+        columns: list[str],
+        rows: list[bytes],
+        dates: list[int],
+        la: datetime,
+    ) -> int:
+        """Merge rows by date: stored rows from the first new date on are replaced.
+
+        A later date appends, an equal date replaces that row, an earlier date rewinds
+        the history to it (FreqTrade's consumer does the same). With no snapshot yet
+        this is ``replace``. Rows must be sorted by date. Returns the new version.
+
+        Raises:
+            ColumnsChanged: the columns differ from the stored ones.
+        """
+        _check_dates(rows, dates)
+        return await self._write("upsert", key, list(columns), rows, dates, la)
+
+    @abstractmethod
+    async def _write(
+        self,
+        mode: str,
+        key: StreamKey,
+        columns: list[str],
+        rows: list[bytes],
+        dates: list[int],
+        la: datetime,
+    ) -> int:
+        """Replace or upsert (``mode``), trim to max_rows, bump the version."""
+
+    async def tail(self, key: StreamKey, limit: int | None) -> Snapshot | None:
+        """The last ``limit`` rows (None: all), or None for an unknown stream."""
+        _check_limit(limit)
+        found = await self._read_tail(key, limit)
+        return None if found is None else found[0]
+
+    @abstractmethod
+    async def _read_tail(
+        self, key: StreamKey, limit: int | None
+    ) -> tuple[Snapshot, Hashable] | None:
+        """The tail and its version token (see _version_token), read atomically."""
+
+    @abstractmethod
+    async def set_whitelist(self, producer: str, pairs: list[str]) -> bool:
+        """Store a producer's whitelist; True when it changed."""
+
+    @abstractmethod
+    async def whitelist(self, producer: str) -> list[str] | None: ...
+
+    @abstractmethod
+    async def _version_token(self, key: StreamKey) -> Hashable | None:
+        """What changes whenever the stream's snapshot does; None when unknown."""
+
+    async def analyzed_df_reply(self, key: StreamKey, limit: int | None) -> str:
+        """FreqTrade's analyzed_df reply for ``key``, encoded once per version.
+
+        An unknown stream gets FreqTrade's answer: an empty frame with la = EPOCH.
+        """
+        _check_limit(limit)
+        token = await self._version_token(key)
+        if token is None:
+            return analyzed_df_message(key[1:], EMPTY_SPLIT, EPOCH)
+        cached = self._replies.get(key)
+        if cached is not None and cached.token == token and limit in cached.texts:
+            return cached.texts[limit]
+        found = await self._read_tail(key, limit)
+        if found is None:  # removed between the two reads
+            return analyzed_df_message(key[1:], EMPTY_SPLIT, EPOCH)
+        snapshot, token = found  # may be newer than the first read: cache under it
+        doc = split_document(snapshot.columns, snapshot.rows, snapshot.first_index)
+        text = analyzed_df_message(key[1:], doc, snapshot.la)
+        self._remember(key, token, limit, text)
+        return text
+
+    def _remember(
+        self, key: StreamKey, token: Hashable, limit: int | None, text: str
+    ) -> None:
+        cached = self._replies.get(key)
+        if cached is None or cached.token != token:
+            # Replies of older versions are dropped: at most one version per stream.
+            cached = self._replies[key] = _CachedReplies(token)
+        if len(cached.texts) >= REPLY_CACHE_LIMITS:
+            cached.texts.pop(next(iter(cached.texts)))
+        cached.texts[limit] = text
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise ValueError(
+            f"limit must be a positive int or None (all rows), got {limit!r}"
+        )
+
+
+def _check_dates(rows: Sequence[bytes], dates: Sequence[int]) -> None:
+    if len(rows) != len(dates):
+        raise ValueError(
+            f"{len(rows)} rows but {len(dates)} dates: give one date per row"
+        )
+    for before, after in itertools.pairwise(dates):
+        if after <= before:
+            raise ValueError(f"row dates must increase, {after} follows {before}")
+
+
+### In-process store
+
+
+@dataclass
+class _Stream:
+    columns: list[str]
+    rows: list[bytes]
+    dates: list[int]
+    la: datetime
+    version: int
+
+
+class MemoryStore(SnapshotStore):
+    """The embedded hub's store: plain lists, searched with bisect."""
+
+    _versions = itertools.count(1)  # unique across streams and stores: safe cache keys
+
+    def __init__(self, max_rows: int | None = None) -> None:
+        super().__init__(max_rows)
+        self._streams: dict[StreamKey, _Stream] = {}
+        self._whitelists: dict[str, list[str]] = {}
+        # Methods never await while holding it; it guards callers on other threads.
+        self._lock = threading.Lock()
+
+    async def _write(
+        self,
+        mode: str,
+        key: StreamKey,
+        columns: list[str],
+        rows: list[bytes],
+        dates: list[int],
+        la: datetime,
+    ) -> int:
+        la = _utc(la)
+        with self._lock:
+            stream = self._streams.get(key)
+            if mode == "replace" or stream is None:
+                stream = _Stream(columns, list(rows), list(dates), la, 0)
+                self._streams[key] = stream
+                return self._finish(stream)
+            if stream.columns != columns:
+                raise _columns_changed(key)
+            if dates:
+                cut = bisect.bisect_left(stream.dates, dates[0])
+                del stream.rows[cut:], stream.dates[cut:]
+                stream.rows.extend(rows)
+                stream.dates.extend(dates)
+            stream.la = la
+            return self._finish(stream)
+
+    def _finish(self, stream: _Stream) -> int:
+        excess = len(stream.rows) - self.max_rows
+        if excess > 0:
+            del stream.rows[:excess], stream.dates[:excess]
+        stream.version = next(self._versions)
+        return stream.version
+
+    async def _read_tail(
+        self, key: StreamKey, limit: int | None
+    ) -> tuple[Snapshot, Hashable] | None:
+        with self._lock:
+            stream = self._streams.get(key)
+            if stream is None:
+                return None
+            start = 0 if limit is None else max(len(stream.rows) - limit, 0)
+            snapshot = Snapshot(
+                list(stream.columns),
+                stream.rows[start:],
+                start,
+                stream.la,
+                stream.version,
+            )
+            return snapshot, stream.version
+
+    async def set_whitelist(self, producer: str, pairs: list[str]) -> bool:
+        with self._lock:
+            changed = self._whitelists.get(producer) != list(pairs)
+            self._whitelists[producer] = list(pairs)
+            return changed
+
+    async def whitelist(self, producer: str) -> list[str] | None:
+        with self._lock:
+            pairs = self._whitelists.get(producer)
+            return None if pairs is None else list(pairs)
+
+    async def _version_token(self, key: StreamKey) -> Hashable | None:
+        stream = self._streams.get(key)
+        return None if stream is None else stream.version
+
+
+def _utc(la: datetime) -> datetime:
+    # What Redis would give back: an aware UTC datetime, naive taken as UTC.
+    return parse_datetime(format_datetime(la))
+
+
+def _columns_changed(key: StreamKey) -> ColumnsChanged:
+    return ColumnsChanged(
+        f"the columns of {'/'.join(key[1:])} from producer {key[0]!r} differ from the "
+        "stored snapshot's: publish a full frame (full=true) when the columns change"
+    )
+
+
+### Redis store
+
+# KEYS: rows (sorted set scored by date ms), meta (hash). ARGV: mode, columns JSON,
+# la, max rows, generation, then score/member pairs sorted by date. One script, so
+# every hub process sees either the old or the new snapshot, never half of one.
+_WRITE = """
+local stored = redis.call('HGET', KEYS[2], 'columns')
+if ARGV[1] == 'upsert' and stored then
+  if stored ~= ARGV[2] then return redis.error_reply('CANDLECAST_COLUMNS') end
+  if #ARGV >= 6 then redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[6], '+inf') end
+else
+  redis.call('DEL', KEYS[1])
+end
+for i = 6, #ARGV, 1000 do
+  redis.call('ZADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1) end
+redis.call('HSET', KEYS[2], 'columns', ARGV[2], 'la', ARGV[3])
+redis.call('HSETNX', KEYS[2], 'gen', ARGV[5])
+return redis.call('HINCRBY', KEYS[2], 'version', 1)
+"""
+_DATE = 8  # members are the date (8 bytes, big-endian) then the row: always unique
+
+
+@dataclass
+class _Connection:
+    client: aioredis.Redis
+    write: Any  # the registered _WRITE script
+
+
+class RedisStore(SnapshotStore):
+    """Snapshots in Redis, shared by every hub process; replies cached locally."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        prefix: str = "candlecast:snap:",
+        max_rows: int | None = None,
+    ) -> None:
+        super().__init__(max_rows)
+        if url is None:
+            from django.conf import settings
+
+            url = settings.REDIS_URL
+        self._url, self._prefix = url, prefix
+        # redis.asyncio clients belong to the loop that made them: one per loop.
+        self._connections: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, _Connection
+        ] = weakref.WeakKeyDictionary()
+
+    def _connection(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        connection = self._connections.get(loop)
+        if connection is None:
+            client = aioredis.Redis.from_url(
+                self._url, socket_connect_timeout=5, socket_timeout=10
+            )
+            connection = _Connection(client, client.register_script(_WRITE))
+            self._connections[loop] = connection
+        return connection
+
+    async def aclose(self) -> None:
+        """Close this event loop's connection (the hub calls it on shutdown)."""
+        connection = self._connections.pop(asyncio.get_running_loop(), None)
+        if connection is not None:
+            await connection.client.aclose()
+
+    def _keys(self, key: StreamKey) -> tuple[str, str]:
+        # The hash tag keeps both keys of a stream in one Redis Cluster slot.
+        tag = f"{self._prefix}{{{orjson.dumps(list(key)).decode()}}}"
+        return f"{tag}:rows", f"{tag}:meta"
+
+    def _unreachable(self, exc: Exception) -> SnapshotStoreUnavailable:
+        return SnapshotStoreUnavailable(
+            f"Redis at {redact_url(self._url)} is unreachable ({exc}): start Redis or "
+            "unset REDIS_URL to keep snapshots in the hub process"
+        )
+
+    async def _write(
+        self,
+        mode: str,
+        key: StreamKey,
+        columns: list[str],
+        rows: list[bytes],
+        dates: list[int],
+        la: datetime,
+    ) -> int:
+        args: list[Any] = [mode, orjson.dumps(columns), format_datetime(la)]
+        args += [self.max_rows, secrets.token_hex(8)]
+        for date, row in zip(dates, rows, strict=True):
+            args += (date, date.to_bytes(_DATE, "big", signed=True) + row)
+        try:
+            return int(await self._connection().write(keys=self._keys(key), args=args))
+        except ResponseError as exc:
+            if "CANDLECAST_COLUMNS" in str(exc):
+                raise _columns_changed(key) from None
+            raise
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+
+    async def _read_tail(
+        self, key: StreamKey, limit: int | None
+    ) -> tuple[Snapshot, Hashable] | None:
+        rows_key, meta_key = self._keys(key)
+        try:
+            async with self._connection().client.pipeline(transaction=True) as pipe:
+                pipe.hmget(meta_key, "columns", "la", "version", "gen")
+                pipe.zcard(rows_key)
+                pipe.zrange(rows_key, 0 if limit is None else -limit, -1)
+                (columns, la, version, gen), count, members = await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+        if version is None:
+            return None
+        rows = [member[_DATE:] for member in members]
+        snapshot = Snapshot(
+            orjson.loads(columns),
+            rows,
+            count - len(rows),
+            parse_datetime(la.decode()),
+            int(version),
+        )
+        return snapshot, (gen, int(version))
+
+    async def _version_token(self, key: StreamKey) -> Hashable | None:
+        try:
+            version, gen = await self._connection().client.hmget(
+                self._keys(key)[1], "version", "gen"
+            )
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+        # gen is random per stream creation: a flushed and refilled Redis, whose
+        # versions restart at 1, never matches a reply cached before the flush.
+        return None if version is None else (gen, int(version))
+
+    async def set_whitelist(self, producer: str, pairs: list[str]) -> bool:
+        value = orjson.dumps(list(pairs))
+        try:
+            old = await self._connection().client.set(
+                f"{self._prefix}wl:{producer}", value, get=True
+            )
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+        return old != value
+
+    async def whitelist(self, producer: str) -> list[str] | None:
+        try:
+            value = await self._connection().client.get(f"{self._prefix}wl:{producer}")
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+        return None if value is None else orjson.loads(value)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (
+        f":{parts.port}" if parts.port else ""
+    )
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+### The process's store
+
+_store: SnapshotStore | None = None
+_store_lock = threading.Lock()
+
+
+def get_store() -> SnapshotStore:
+    """The hub process's store: Redis when settings.REDIS_URL is set, else memory."""
+    global _store
+    with _store_lock:
+        if _store is None:
+            from django.conf import settings
+
+            url = settings.REDIS_URL
+            prefix = f"{settings.CANDLECAST_REDIS_PREFIX}:snap:"
+            _store = RedisStore(url, prefix=prefix) if url else MemoryStore()
+        return _store
+
+
+def reset_store() -> None:
+    """Forget the process's store, so the next get_store() reads settings again."""
+    global _store
+    with _store_lock:
+        _store = None
