@@ -138,7 +138,7 @@ class FeedTokenAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        token, self._plaintext = FeedToken.issue(
+        token, obj.plaintext_shown_once = FeedToken.issue(
             form.cleaned_data["producer"],
             form.cleaned_data["label"],
             for_worker=form.cleaned_data["for_worker"],
@@ -151,7 +151,7 @@ class FeedTokenAdmin(admin.ModelAdmin):
         return show_secrets(
             request,
             "Feed token",
-            [(str(token), self._plaintext)],
+            [(str(token), obj.plaintext_shown_once)],
             f"Give it to the consumer of producer {token.producer}.",
         )
 

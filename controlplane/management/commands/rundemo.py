@@ -150,6 +150,8 @@ class Command(BaseCommand):
             os.environ, PORT=str(port), CANDLECAST_HUB_URL=f"http://127.0.0.1:{port}"
         )
         env.pop("CANDLECAST_PRODUCER_KEY", None)
+        # SIGTERM (a process manager, `timeout`) stops the demo as Ctrl-C does.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         children = [subprocess.Popen([*manage, "runhub", "--port", str(port)], env=env)]
         try:
             wait_for_port(port, children[0])

@@ -1,0 +1,372 @@
+"""The producer worker: candles in, strategy run once, analysed rows out to the hub.
+
+It reads its definition from the hub's HTTP API (so it can run on another host and
+imports no ORM), publishes the whole history on every connection (a restarted hub
+has lost nothing for long), then one tick message per new candle for all pairs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from producers import protocol
+from producers.sources import CandleSource, SourceError, build_source
+from producers.strategy import IStrategy, StrategyError, load_strategy
+
+logger = logging.getLogger(__name__)
+
+CONFIG_REFRESH_SECONDS = 30.0
+ACK_TIMEOUT = 60.0
+
+
+class FatalError(Exception):
+    """Retrying cannot help (wrong key, unknown producer, bad definition)."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    hub_url: str  # http(s)://host:port of any hub process
+    key: str
+    message_size_limit: int = 8 << 20
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+
+    @property
+    def config_url(self) -> str:
+        return f"{self.hub_url.rstrip('/')}/api/v1/producers/{self.name}/config"
+
+    @property
+    def publish_url(self) -> str:
+        return self.hub_url.rstrip("/").replace("http", "ws", 1) + "/api/v1/publish/ws"
+
+
+### The control plane
+
+
+def fetch_definition(config: WorkerConfig) -> dict:
+    """GET the producer's definition. Raises FatalError on 401/403/404, OSError else."""
+    request = urllib.request.Request(
+        config.config_url, headers={"Authorization": f"Bearer {config.key}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:300]
+        try:
+            detail = json.loads(detail)["error"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        if exc.code in (401, 403, 404):
+            raise FatalError(
+                f"the hub refused the producer key ({exc.code}): {detail}"
+            ) from None
+        raise OSError(f"the hub answered {exc.code}: {detail}") from None
+
+
+async def definition_with_retry(
+    config: WorkerConfig, stop: asyncio.Event
+) -> dict | None:
+    delay = config.backoff_initial
+    while not stop.is_set():
+        try:
+            return await asyncio.to_thread(fetch_definition, config)
+        except OSError as exc:
+            logger.warning(
+                "cannot reach the hub at %s (%s); retrying in %.0f s",
+                config.hub_url,
+                exc,
+                delay,
+            )
+        if await wait_or_stop(stop, delay):
+            return None
+        delay = min(delay * 2, config.backoff_max) * random.uniform(0.8, 1.2)
+    return None
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to ``seconds``; True when stop was set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0))
+    except TimeoutError:
+        return False
+    return True
+
+
+### Analysis
+
+
+class Analysis:
+    """The producer's candles and analysed frames, per pair."""
+
+    def __init__(self, definition: dict) -> None:
+        self.definition = definition
+        self.timeframe = definition["timeframe"]
+        self.candle_type = definition["candle_type"]
+        self.history = int(definition["history"])
+        self.strategy: IStrategy = load_strategy(definition["strategy"])
+        self.source: CandleSource = build_source(
+            definition["source"],
+            self.timeframe,
+            definition["source_options"],
+            definition["pairs"],
+            self.candle_type,
+        )
+        self.candles: dict[str, pd.DataFrame] = {}
+        self.analysed: dict[str, pd.DataFrame] = {}
+        self.la: dict[str, datetime] = {}
+
+    @property
+    def pairs(self) -> list[str]:
+        return list(self.definition["pairs"])
+
+    def key(self, pair: str) -> protocol.Key:
+        return (pair, self.timeframe, self.candle_type)
+
+    def keep(self) -> int:
+        return self.history + self.strategy.startup_candle_count
+
+    def load(self, pair: str) -> None:
+        self.candles[pair] = self.source.history(pair, self.keep())
+        self._analyse(pair)
+
+    def advance(self, pair: str) -> pd.DataFrame | None:
+        """Fetch closed candles after the last one; return their analysed rows."""
+        candles = self.candles[pair]
+        after = candles["date"].iloc[-1] if len(candles) else pd.Timestamp(0, tz="UTC")
+        new = self.source.candles_after(pair, after)
+        if new.empty:
+            return None
+        merged = pd.concat([candles, new], ignore_index=True)
+        self.candles[pair] = merged.iloc[-self.keep() :].reset_index(drop=True)
+        self._analyse(pair)
+        return self.analysed[pair].iloc[-len(new) :]
+
+    def _analyse(self, pair: str) -> None:
+        metadata = {
+            "pair": pair,
+            "timeframe": self.timeframe,
+            "candle_type": self.candle_type,
+        }
+        frame = self.strategy.analyze(self.candles[pair], metadata)
+        self.analysed[pair] = frame.iloc[-self.history :].reset_index(drop=True)
+        self.la[pair] = datetime.now(UTC)
+
+    def full_frame(self, pair: str) -> protocol.PublishFrame:
+        return protocol.publish_frame(
+            self.key(pair),
+            self.analysed[pair],
+            self.la[pair],
+            full=True,
+            new_candle=False,
+        )
+
+
+### The publish connection
+
+
+class Publisher:
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.seq = 0
+
+    async def publish(self, frames: list, whitelist: list[str] | None = None) -> None:
+        self.seq += 1
+        await self.ws.send(protocol.publish_message(self.seq, frames, whitelist))
+        try:
+            reply = protocol.parse_hub_reply(
+                await asyncio.wait_for(self.ws.recv(), ACK_TIMEOUT)
+            )
+        except protocol.ProtocolError as exc:
+            raise ConnectionError(str(exc)) from exc
+        if reply["type"] == "error":
+            # The hub kept serving; this message was refused (logged there too).
+            logger.error("the hub refused publish %s: %s", self.seq, reply["data"])
+        elif reply["seq"] != self.seq:
+            raise ConnectionError(f"the hub acked {reply['seq']}, expected {self.seq}")
+
+
+async def publish_history(publisher: Publisher, analysis: Analysis) -> None:
+    """All pairs' full frames, one message each (each stays under the size limit)."""
+    pairs = analysis.pairs
+    for index, pair in enumerate(pairs):
+        await publisher.publish(
+            [analysis.full_frame(pair)], whitelist=pairs if index == 0 else None
+        )
+    logger.info(
+        "published %d rows of history for %d pairs", analysis.history, len(pairs)
+    )
+
+
+async def tick(publisher: Publisher, analysis: Analysis) -> None:
+    """Analyse every pair's new candles; publish them as one message."""
+    frames = []
+    for pair in analysis.pairs:
+        try:
+            rows = await asyncio.to_thread(analysis.advance, pair)
+        except StrategyError as exc:
+            # One pair's failure must not stop the others; it is retried next tick.
+            logger.error("%s: %s", pair, exc)
+            continue
+        if rows is not None:
+            frames.append(
+                protocol.publish_frame(
+                    analysis.key(pair),
+                    rows,
+                    analysis.la[pair],
+                    full=False,
+                    new_candle=True,
+                )
+            )
+    if frames:
+        await publisher.publish(frames)
+        at = frames[0]["columns"].index("date")
+        newest = max(frame["rows"][-1][at] for frame in frames)
+        logger.info(
+            "candle %s closed: published %d of %d pairs",
+            datetime.fromtimestamp(newest / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+            len(frames),
+            len(analysis.pairs),
+        )
+
+
+def process_exception(exc: Exception) -> Exception | None:
+    """Our reconnect rule: a refused handshake (401/403/404) is fatal, else retry."""
+    if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403, 404):
+        return FatalError(
+            f"the hub refused the publish socket ({exc.response.status_code}): check "
+            "the producer key and that the producer is enabled"
+        )
+    if isinstance(exc, (OSError, TimeoutError, InvalidStatus, ConnectionError)):
+        return None
+    return exc
+
+
+async def sync_definition(
+    config: WorkerConfig, analysis: Analysis | None, stop: asyncio.Event
+) -> tuple[Analysis | None, bool]:
+    """Fetch the definition; rebuild or adjust the analysis when it changed.
+
+    Returns the analysis and whether its pairs or frames changed.
+    """
+    definition = await definition_with_retry(config, stop)
+    if definition is None or (analysis and definition == analysis.definition):
+        return analysis, False
+    if analysis is None or _core(definition) != _core(analysis.definition):
+        logger.info(
+            "producer %s: %s on %s, %d pairs, strategy %s, source %s",
+            definition["name"],
+            definition["timeframe"],
+            definition["candle_type"],
+            len(definition["pairs"]),
+            definition["strategy"],
+            definition["source"],
+        )
+        fresh = await asyncio.to_thread(Analysis, definition)
+        await asyncio.to_thread(lambda: [fresh.load(p) for p in fresh.pairs])
+        return fresh, True
+    added = [p for p in definition["pairs"] if p not in analysis.candles]
+    logger.info(
+        "producer %s: pairs changed (%d now, %d new)",
+        definition["name"],
+        len(definition["pairs"]),
+        len(added),
+    )
+    analysis.definition = definition
+    for gone in set(analysis.candles) - set(definition["pairs"]):
+        del analysis.candles[gone], analysis.analysed[gone], analysis.la[gone]
+    await asyncio.to_thread(lambda: [analysis.load(p) for p in added])
+    return analysis, True
+
+
+async def refresh(
+    config: WorkerConfig, analysis: Analysis, stop: asyncio.Event
+) -> tuple[Analysis, bool]:
+    """Pick up admin edits; a definition that cannot run keeps the running one."""
+    try:
+        fresh, changed = await sync_definition(config, analysis, stop)
+    except (StrategyError, SourceError) as exc:
+        logger.error("the new definition cannot run (%s); keeping the old one", exc)
+        return analysis, False
+    return fresh or analysis, changed
+
+
+def _core(definition: dict) -> tuple:
+    keys = (
+        "timeframe",
+        "candle_type",
+        "strategy",
+        "source",
+        "source_options",
+        "history",
+    )
+    return tuple(json.dumps(definition[k], sort_keys=True) for k in keys)
+
+
+async def run(config: WorkerConfig, stop: asyncio.Event) -> int:
+    """Run until ``stop`` is set; returns the process exit status."""
+    try:
+        return await _run(config, stop)
+    except FatalError as exc:
+        logger.error("producer worker %s stopped: %s", config.name, exc)
+        return 2
+
+
+async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
+    logger.info("producer worker %s starting; hub %s", config.name, config.hub_url)
+    try:
+        analysis, _ = await sync_definition(config, None, stop)
+    except (StrategyError, SourceError) as exc:  # the user must fix the definition
+        raise FatalError(str(exc)) from exc
+    if analysis is None:
+        return 0
+    async for ws in connect(
+        config.publish_url,
+        additional_headers={"Authorization": f"Bearer {config.key}"},
+        max_size=config.message_size_limit,
+        compression=None,  # frames go to one hub; deflate would only cost CPU
+        process_exception=process_exception,
+        open_timeout=10,
+    ):
+        logger.info("connected to the hub at %s", config.publish_url)
+        try:
+            analysis = await serve(ws, config, analysis, stop)
+        except (ConnectionClosed, ConnectionError, TimeoutError) as exc:
+            logger.warning("lost the hub (%s); reconnecting", exc)
+            continue
+        await ws.close(1001, "producer worker stopping")
+        break
+    logger.info("producer worker %s stopped", config.name)
+    return 0
+
+
+async def serve(
+    ws, config: WorkerConfig, analysis: Analysis, stop: asyncio.Event
+) -> Analysis:
+    publisher = Publisher(ws)
+    await publish_history(publisher, analysis)
+    refreshed = asyncio.get_running_loop().time()
+    while not stop.is_set():
+        # A little past the close, so the source's clock has surely passed it.
+        wait = analysis.source.seconds_until_next_close() + 0.02
+        if await wait_or_stop(stop, min(wait, CONFIG_REFRESH_SECONDS)):
+            break
+        await tick(publisher, analysis)
+        if asyncio.get_running_loop().time() - refreshed >= CONFIG_REFRESH_SECONDS:
+            refreshed = asyncio.get_running_loop().time()
+            analysis, changed = await refresh(config, analysis, stop)
+            if changed:
+                await publish_history(publisher, analysis)
+    return analysis
