@@ -1,0 +1,153 @@
+"""Admin for consumers: settings, the producers they follow, keys and exports.
+
+The consumer key is shown once, on the page that follows its creation; an external
+bot's ws_token is write-only here. Logic lives on the models.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+
+from consumers.models import ConfigError, Consumer, Follow, validate_ws_token
+from consumers.views import hub_address
+from producers.admin import show_secrets
+
+KEY_HINT = (
+    "Give it to the consumer worker as CANDLECAST_CONSUMER_KEY or "
+    "CANDLECAST_CONSUMER_KEY_FILE."
+)
+
+
+class FollowForm(forms.ModelForm):
+    ws_token = forms.CharField(
+        required=False,
+        strip=True,
+        validators=[validate_ws_token],
+        widget=forms.PasswordInput(render_value=False),
+        help_text="External bot only: its api_server.ws_token. Write-only: leave "
+        "empty to keep the stored one.",
+    )
+
+    class Meta:
+        model = Follow
+        fields = ["name", "position", "producer", "host", "port", "secure"]
+
+    def clean(self):
+        cleaned = super().clean()
+        # Set before the model's own clean(), which checks that a token is there.
+        if cleaned.get("ws_token"):
+            self.instance.set_ws_token(cleaned["ws_token"])
+        elif cleaned.get("producer"):  # switched to one of ours: drop the bot's token
+            self.instance.ws_token_encrypted = ""
+        return cleaned
+
+
+class FollowInline(admin.TabularInline):
+    model = Follow
+    form = FollowForm
+    extra = 1
+    fields = [
+        "name",
+        "position",
+        "producer",
+        "host",
+        "port",
+        "secure",
+        "ws_token",
+        "token_state",
+    ]
+    readonly_fields = ["token_state"]
+
+    @admin.display(description="token")
+    def token_state(self, obj: Follow) -> str:
+        if obj.producer_id:
+            token = obj.current_feed_token()
+            return f"{token.prefix}… ({token.state()})" if token else "none valid"
+        return "stored" if obj.ws_token_encrypted else "-"
+
+
+@admin.register(Consumer)
+class ConsumerAdmin(admin.ModelAdmin):
+    list_display = ("name", "enabled", "producers_followed", "key_state")
+    list_filter = ("enabled",)
+    search_fields = ("name",)
+    readonly_fields = ("key_prefix", "created")
+    inlines = [FollowInline]
+    actions = [
+        "issue_consumer_key",
+        "export_freqtrade_config",
+        "renew_feed_tokens",
+        "enable",
+        "disable",
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("follows__producer")
+
+    @admin.display(description="producers followed")
+    def producers_followed(self, obj: Consumer) -> str:
+        return ", ".join(str(f) for f in obj.follows.all()) or "none"
+
+    @admin.display(description="consumer key")
+    def key_state(self, obj: Consumer) -> str:
+        return f"{obj.key_prefix}…" if obj.key_prefix else "none issued"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:  # kept on the object, not on this admin shared by threads
+            obj.new_key = obj.issue_key()
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return show_secrets(
+            request, "Consumer key", [(obj.name, obj.new_key)], KEY_HINT
+        )
+
+    @admin.action(description="Issue a new consumer key (replaces the old one)")
+    def issue_consumer_key(self, request, queryset):
+        secrets = [(c.name, c.issue_key()) for c in queryset]
+        return show_secrets(request, "Consumer keys", secrets, KEY_HINT)
+
+    @admin.action(description="Export as FreqTrade external_message_consumer config")
+    def export_freqtrade_config(self, request, queryset):
+        try:
+            blocks = [(c.name, export_block(c, request)) for c in queryset]
+        except ConfigError as exc:
+            return self.message_user(request, str(exc), messages.ERROR)
+        return TemplateResponse(
+            request,
+            "admin/consumers/freqtrade_config.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "FreqTrade config",
+                "blocks": blocks,
+            },
+        )
+
+    @admin.action(description="Rotate the feed tokens of followed producers")
+    def renew_feed_tokens(self, request, queryset):
+        n = sum(c.renew_feed_tokens() for c in queryset)
+        self.message_user(
+            request,
+            f"{n} feed token(s) rotated; workers pick them up "
+            "at their next config fetch",
+        )
+
+    @admin.action(description="Enable selected consumers")
+    def enable(self, request, queryset):
+        self.message_user(
+            request, f"{queryset.update(enabled=True)} consumer(s) enabled"
+        )
+
+    @admin.action(description="Disable selected consumers")
+    def disable(self, request, queryset):
+        n = queryset.update(enabled=False)
+        self.message_user(request, f"{n} consumer(s) disabled")
+
+
+def export_block(consumer: Consumer, request) -> str:
+    document = consumer.freqtrade_config(*hub_address(request))
+    return json.dumps(document, indent=4)

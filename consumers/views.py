@@ -1,0 +1,196 @@
+"""HTTP API for consumer workers: their config, and the status they report back.
+
+Workers never touch the database and may run on another host, so they read their
+settings and feed tokens here with the consumer key (CONSUMER-API contract).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import TypedDict
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.request import split_domain_port
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from consumers.models import ConfigError, Consumer
+from controlplane.auth import bearer, throttle
+from producers import tokens
+
+logger = logging.getLogger(__name__)
+
+STATUS_BODY_LIMIT = 256 * 1024
+KEY_HINT = (
+    "the admin shows a consumer key once, when the consumer is created or with the "
+    "action 'Issue a new consumer key'"
+)
+TAKES_KEY = "the consumer API takes the consumer's own key (ccc_…)"
+
+
+class PairStatus(TypedDict):
+    last_candle: str | None
+    rows: int
+
+
+class FollowStatus(TypedDict, total=False):
+    connected: bool
+    reconnects: int
+    last_error: str | None
+    pairs: dict[str, PairStatus]
+
+
+class StatusReport(TypedDict):
+    producers: dict[str, FollowStatus]
+    started: str
+
+
+def error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def hub_address(request: HttpRequest) -> tuple[str, int, bool]:
+    """This hub as the client reached it: host, port and whether over TLS."""
+    secure = request.is_secure()
+    host, port = split_domain_port(request.get_host())
+    return host, int(port) if port else (443 if secure else 80), secure
+
+
+def wrong_credential(key: str) -> str:
+    """Why a presented credential is not a consumer key, naming only public parts."""
+    if tokens.prefix_of(key, tokens.PRODUCER_KEY):
+        return f"this is a producer key; {TAKES_KEY}"
+    if tokens.prefix_of(key, tokens.FEED_TOKEN):
+        return f"this is a feed token; {TAKES_KEY}"
+    prefix = tokens.prefix_of(key, tokens.CONSUMER_KEY)
+    if prefix:
+        return f"unknown consumer key {prefix}… (replaced or deleted?): {KEY_HINT}"
+    return f"not a candlecast consumer key: {KEY_HINT}"
+
+
+def authenticate(request: HttpRequest) -> Consumer | JsonResponse:
+    """The consumer whose key the request carries, or the error response to send."""
+    address = request.META.get("REMOTE_ADDR", "unknown")
+    if throttle.blocked(address):
+        return error(
+            429,
+            "too many failed attempts from this address: wait a minute, "
+            "then retry with the right consumer key",
+        )
+    key = bearer(request.headers.get("Authorization"))
+    if not key:
+        return error(
+            401, f"send the consumer key as 'Authorization: Bearer <key>'; {KEY_HINT}"
+        )
+    consumer = Consumer.for_key(key)
+    if consumer is None:
+        throttle.failed(address)
+        logger.warning("consumer API: refused a credential from %s", address)
+        return error(403, wrong_credential(key))
+    if not consumer.enabled:
+        return error(
+            403, f"consumer {consumer.name} is disabled: enable it in the admin"
+        )
+    return consumer
+
+
+def serve_document(request: HttpRequest, build: Callable) -> JsonResponse:
+    consumer = authenticate(request)
+    if isinstance(consumer, JsonResponse):
+        return consumer
+    try:
+        return JsonResponse(build(consumer, *hub_address(request)))
+    except ConfigError as exc:
+        logger.warning("consumer API: config of %s: %s", consumer.name, exc)
+        return error(409, str(exc))
+
+
+@require_GET
+def config(request: HttpRequest) -> JsonResponse:
+    return serve_document(request, Consumer.config_document)
+
+
+@require_GET
+def freqtrade_config(request: HttpRequest) -> JsonResponse:
+    return serve_document(request, Consumer.freqtrade_config)
+
+
+@csrf_exempt  # key-authenticated from a worker, not cookie-authenticated
+@require_POST
+def status(request: HttpRequest) -> HttpResponse:
+    consumer = authenticate(request)
+    if isinstance(consumer, JsonResponse):
+        return consumer
+    if too_large(request):
+        return error(
+            413,
+            f"the status report is over {STATUS_BODY_LIMIT} bytes: "
+            "report fewer pairs or shorter errors",
+        )
+    try:
+        report = parse_status(request.body)
+    except ValueError as exc:
+        return error(
+            400,
+            f"{exc}; send the worker's status as documented in the "
+            "consumer API contract",
+        )
+    consumer.record_status(report)
+    return HttpResponse(status=204)
+
+
+def too_large(request: HttpRequest) -> bool:
+    # Refuse by the declared length before reading, so a huge body is never loaded.
+    length = request.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > STATUS_BODY_LIMIT:
+        return True
+    return len(request.body) > STATUS_BODY_LIMIT
+
+
+def parse_status(body: bytes) -> StatusReport:
+    """The worker's status report, checked; raises ValueError naming the fault."""
+    try:
+        report = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"the body is not JSON ({exc})") from None
+    if not isinstance(report, dict):
+        raise ValueError("the body must be a JSON object")
+    if not isinstance(report.get("started"), str):
+        raise ValueError("'started' must be the worker's start time as an ISO string")
+    producers = report.get("producers")
+    if not isinstance(producers, dict):
+        raise ValueError("'producers' must be an object keyed by follow name")
+    for name, follow in producers.items():
+        check_follow_status(name, follow)
+    return report
+
+
+def check_follow_status(name: str, follow: object) -> None:
+    where = f"producers.{name}"
+    if not isinstance(follow, dict):
+        raise ValueError(f"{where} must be an object")
+    if not isinstance(follow.get("connected"), bool):
+        raise ValueError(f"{where}.connected must be true or false")
+    if not is_count(follow.get("reconnects", 0)):
+        raise ValueError(f"{where}.reconnects must be a whole number from 0")
+    if not isinstance(follow.get("last_error"), str | None):
+        raise ValueError(f"{where}.last_error must be a string or null")
+    pairs = follow.get("pairs", {})
+    if not isinstance(pairs, dict):
+        raise ValueError(f"{where}.pairs must be an object keyed by pair")
+    for pair, state in pairs.items():
+        if not isinstance(state, dict) or not is_count(state.get("rows", 0)):
+            raise ValueError(
+                f"{where}.pairs.{pair} must be an object whose rows is "
+                "a whole number from 0"
+            )
+        if not isinstance(state.get("last_candle"), str | None):
+            raise ValueError(
+                f"{where}.pairs.{pair}.last_candle must be an ISO string or null"
+            )
+
+
+def is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
