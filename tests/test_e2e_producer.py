@@ -1,0 +1,180 @@
+"""End to end: Daphne and a producer worker as real processes, followed over the
+feed by a plain `websockets` client speaking FreqTrade's protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+from websockets.asyncio.client import connect
+
+from producers import protocol
+from producers.sources import SyntheticSource
+from producers.strategies.sample import SampleStrategy
+from tests.processes import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+HISTORY = 300
+SETUP = f"""
+import json
+from producers.models import FeedToken, Producer
+producer = Producer.objects.create(
+    name="e2e", pairs={PAIRS!r}, timeframe="5m", history={HISTORY},
+    source_options={{"seed": 3, "seconds_per_candle": 1.5}},
+)
+key = producer.issue_key()
+token = FeedToken.issue(producer, "e2e")[1]
+print(json.dumps({{"key": key, "token": token}}))
+"""
+
+
+@pytest.fixture
+def stack(tmp_path):
+    stack = Stack(tmp_path)
+    stack.manage("migrate")
+    secrets = stack.python(SETUP)
+    (tmp_path / "producer.key").write_text(secrets["key"])
+    stack.secrets = secrets
+    yield stack
+    stack.close()
+
+
+def start_producer(stack: Stack):
+    key_file = str(stack.tmp / "producer.key")
+    return stack.start(
+        "producer", "runproducer", "e2e", env={"CANDLECAST_PRODUCER_KEY_FILE": key_file}
+    )
+
+
+def expected_frame(pair: str, last: pd.Timestamp, rows: int = HISTORY) -> pd.DataFrame:
+    """What the producer must have computed: same candles, same strategy."""
+    strategy = SampleStrategy()
+    close = (last + pd.Timedelta(minutes=5)).timestamp()
+    source = SyntheticSource("5m", seed=3, clock=lambda: close)
+    candles = source.history(pair, HISTORY + strategy.startup_candle_count)
+    metadata = {"pair": pair, "timeframe": "5m", "candle_type": "spot"}
+    analysed = strategy.analyze(candles, metadata)
+    return analysed.iloc[-rows:].reset_index(drop=True)
+
+
+async def full_frames(ws, deadline: float) -> dict[str, pd.DataFrame]:
+    """Ask for every pair until the hub holds the producer's whole history."""
+    while time.monotonic() < deadline:
+        await ws.send('{"type":"analyzed_df","data":{"limit":1500,"pair":null}}')
+        frames = {}
+        for _ in PAIRS:
+            message = protocol.decode_message(await asyncio.wait_for(ws.recv(), 10))
+            frames[message["data"]["key"][0]] = message["data"]["df"]
+        if all(len(frame) == HISTORY for frame in frames.values()):
+            return frames
+        await asyncio.sleep(0.3)
+    raise AssertionError("the hub never held the producer's history")
+
+
+async def next_candle(ws, deadline: float) -> tuple[dict, dict]:
+    """The first broadcast analyzed_df and the new_candle that follows it."""
+    while time.monotonic() < deadline:
+        message = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        if message["type"] == "analyzed_df":
+            following = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+            return protocol.decode_message(orjson.dumps(message)), following
+    raise AssertionError("no new candle was broadcast")
+
+
+async def follow(url: str, token: str) -> tuple[dict, dict, dict]:
+    deadline = time.monotonic() + 60
+    async with connect(f"{url}?token={token}", max_size=8 << 20) as ws:
+        await ws.send('{"type":"whitelist"}')
+        whitelist = orjson.loads(await ws.recv())
+        frames = await full_frames(ws, deadline)
+        await ws.send('{"type":"subscribe","data":["analyzed_df","new_candle"]}')
+        broadcast, new_candle = await next_candle(ws, deadline)
+    return whitelist, frames, {"analyzed_df": broadcast, "new_candle": new_candle}
+
+
+def test_it_serves_the_producer_worker_s_frames_over_the_feed(stack):
+    stack.start_hub()
+    producer = start_producer(stack)
+    try:
+        whitelist, frames, tick = asyncio.run(
+            follow(stack.feed_url, stack.secrets["token"])
+        )
+    except BaseException:
+        print(stack.logs())
+        raise
+    assert whitelist == {"type": "whitelist", "data": PAIRS}
+    for pair, frame in frames.items():
+        assert_frame_equal(
+            frame,
+            expected_frame(pair, frame["date"].iloc[-1]),
+            check_exact=True,
+            check_dtype=False,
+        )
+    data = tick["analyzed_df"]["data"]
+    pair = data["key"][0]
+    assert len(data["df"]) == 1
+    new = data["df"]["date"].iloc[0]
+    assert new > frames[pair]["date"].iloc[-1]
+    assert_frame_equal(
+        data["df"].reset_index(drop=True),
+        expected_frame(pair, new, rows=1),
+        check_exact=True,
+        check_dtype=False,
+    )
+    assert tick["new_candle"] == {"type": "new_candle", "data": [pair, "5m", "spot"]}
+    assert stack.stop("producer") == 0
+    assert producer.returncode == 0
+
+
+def test_it_republishes_history_to_a_restarted_hub(stack):
+    stack.start_hub()
+    start_producer(stack)
+    token = stack.secrets["token"]
+    try:
+        asyncio.run(follow(stack.feed_url, token))
+        stack.stop("hub")
+        time.sleep(1)
+        stack.start_hub()  # an empty in-memory store: the worker must refill it
+        _, frames, _ = asyncio.run(follow(stack.feed_url, token))
+    except BaseException:
+        print(stack.logs())
+        raise
+    assert sorted(frames) == sorted(PAIRS)
+    assert "reconnecting" in (stack.tmp / "producer.log").read_text()
+
+
+def test_it_stops_the_worker_with_status_2_for_a_wrong_key(stack):
+    stack.start_hub()
+    (stack.tmp / "producer.key").write_text("ccp_" + "x" * 40)
+    producer = start_producer(stack)
+    assert producer.wait(30) == 2
+    log = (stack.tmp / "producer.log").read_text()
+    assert "refused the producer key (403)" in log
+
+
+def test_it_never_logs_a_token(stack):
+    """FreqTrade clients put the token in the query string; no log line may show it."""
+    stack.start_hub()
+    start_producer(stack)
+    token = stack.secrets["token"]
+    asyncio.run(follow(stack.feed_url, token))
+
+    async def refused():
+        try:
+            async with connect(f"{stack.feed_url}?token={token}x"):
+                pass
+        except Exception:
+            pass
+
+    asyncio.run(refused())
+    stack.stop("producer")
+    stack.stop("hub")
+    logs = stack.logs()
+    assert "WebSocket connected /api/v1/message/ws" in logs
+    assert token not in logs and stack.secrets["key"] not in logs
