@@ -178,3 +178,29 @@ def test_it_never_logs_a_token(stack):
     logs = stack.logs()
     assert "WebSocket connected /api/v1/message/ws" in logs
     assert token not in logs and stack.secrets["key"] not in logs
+
+
+def test_it_drops_an_oversized_frame_s_connection_and_keeps_serving(stack):
+    """Daphne enforces the message size limit (8 MiB) on incoming frames: it fails
+    the connection with 1009, often before the sender has finished writing."""
+    from websockets.exceptions import ConnectionClosed
+
+    stack.start_hub()
+    url = f"{stack.feed_url}?token={stack.secrets['token']}"
+
+    async def oversized() -> int | None:
+        async with connect(url, max_size=None) as ws:
+            try:
+                await ws.send("x" * (9 << 20))
+                await asyncio.wait_for(ws.recv(), 10)
+            except ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd else None
+        raise AssertionError("a 9 MiB frame was accepted")
+
+    async def still_served() -> dict:
+        async with connect(url) as ws:
+            await ws.send('{"type":"whitelist"}')
+            return orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+
+    assert asyncio.run(oversized()) in (1009, None)  # None: reset mid-send
+    assert asyncio.run(still_served()) == {"type": "whitelist", "data": PAIRS}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from datetime import timedelta
 
 import pandas as pd
@@ -351,3 +353,41 @@ async def test_it_closes_a_revoked_token_s_live_connections(feed_token, producer
     )
     output = await socket.receive_output(timeout=2)
     assert output == {"type": "websocket.close", "code": 4001, "reason": "revoked"}
+
+
+async def test_it_delivers_a_candle_close_over_200_pairs_without_loss(
+    producer, producer_key, feed_token
+):
+    """One publish carries every pair's new row: one layer message per socket."""
+    pairs = [f"P{n}/USDT" for n in range(200)]
+    worker, _ = await publisher(producer_key)
+    socket, _ = await feed(feed_token[0])
+    topics = ["whitelist", "analyzed_df", "new_candle"]
+    await request(socket, {"type": "subscribe", "data": topics})
+    row = analysed_frame(rows=1, start="2026-11-06 05:00")
+    frames = [frame(pair, row, full=False, new_candle=True) for pair in pairs]
+    assert (await publish(worker, frames, whitelist=pairs))["type"] == "ack"
+    received = [await receive(socket) for _ in range(2 * len(pairs) + 1)]
+    assert received[0] == {"type": "whitelist", "data": pairs}
+    candles = [m["data"] for m in received if m["type"] == "new_candle"]
+    assert [key[0] for key in candles] == pairs
+    assert await socket.receive_nothing(timeout=0.2)
+    await socket.disconnect()
+    await worker.disconnect()
+
+
+async def test_it_keeps_a_subscriber_past_the_layer_s_group_expiry(
+    producer, producer_key, feed_token, settings
+):
+    layers = copy.deepcopy(settings.CHANNEL_LAYERS)
+    layers["default"]["CONFIG"]["group_expiry"] = 2
+    settings.CHANNEL_LAYERS, settings.CHANNEL_GROUP_EXPIRY = layers, 2
+    worker, _ = await publisher(producer_key)
+    socket, _ = await feed(feed_token[0])
+    await request(socket, SUBSCRIBE)
+    await asyncio.sleep(3)  # past the expiry; the socket re-joined meanwhile
+    row = analysed_frame(rows=1, start="2026-11-06 05:00")
+    await publish(worker, [frame("BTC/USDT", row, full=False, new_candle=True)])
+    assert (await receive(socket))["data"]["key"][0] == "BTC/USDT"
+    await socket.disconnect()
+    await worker.disconnect()
