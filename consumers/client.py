@@ -1,0 +1,629 @@
+"""One followed producer: a WebSocket link kept alive, feeding its FrameStore.
+
+Speaks the consumer side of FreqTrade's feed protocol (shared/PROTOCOL-freqtrade.md
+§5-§9) to candlecast hubs and real FreqTrade bots alike, without FreqTrade's faults
+(§14): a backoff with jitter after every disconnect, gap-fill requests that survive
+reconnects, an over-size frame handled without a reconnect loop, big frames decoded off
+the event loop so other producers keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+from urllib.parse import quote
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode
+
+from consumers.frames import FrameStore, Missing, Stored
+from producers import protocol
+from producers.timeframes import CANDLE_TYPES, timeframe_seconds
+
+logger = logging.getLogger(__name__)
+
+FEED_PATH = "/api/v1/message/ws"
+MAX_ROWS = protocol.MAX_LIMIT
+# Frames above this are decoded (and stored) in a thread: a 400-column frame takes
+# ~100 ms to decode, which would stall every other producer on the loop.
+OFFLOAD_BYTES = 256 * 1024
+# A link that stayed up this long was healthy: the next backoff starts again at
+# sleep_time. A link that keeps dying young backs off further each time.
+STABLE_SECONDS = 60.0
+# A gap-fill request already sent on this link is not repeated for this long.
+REQUEST_RETRY_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 300.0
+MIN_SLEEP = 0.01  # never reconnect instantly, even with sleep_time 0
+OPEN_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """The consumer's settings from the config API (FreqTrade's names and units)."""
+
+    wait_timeout: float = 300.0
+    ping_timeout: float = 10.0
+    sleep_time: float = 10.0
+    remove_entry_exit_signals: bool = False
+    initial_candle_limit: int = 1500
+    message_size_limit: int = 8  # MiB
+    max_signal_age: float | None = None
+
+    @property
+    def link(self) -> tuple:
+        """The settings a live link depends on: changing one reconnects."""
+        return (
+            self.wait_timeout,
+            self.ping_timeout,
+            self.initial_candle_limit,
+            self.message_size_limit,
+        )
+
+
+@dataclass(frozen=True)
+class Follow:
+    """One followed producer, as the config API describes it."""
+
+    name: str
+    kind: Literal["candlecast", "freqtrade"]
+    host: str
+    port: int
+    secure: bool
+    ws_token: str = field(repr=False)
+
+    @property
+    def endpoint(self) -> tuple:
+        return (self.kind, self.host, self.port, self.secure)
+
+    @property
+    def display_url(self) -> str:
+        """The feed URL without any credential, for logs."""
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # FreqTrade forgets this for IPv6 (§2)
+        scheme = "wss" if self.secure else "ws"
+        return f"{scheme}://{host}:{self.port}{FEED_PATH}"
+
+    def url(self) -> str:
+        # FreqTrade bots only read ?token= (and do not encode it; we do, §13).
+        if self.kind == "freqtrade":
+            return f"{self.display_url}?token={quote(self.ws_token, safe='')}"
+        return self.display_url
+
+    def headers(self) -> dict[str, str]:
+        # Our hub takes the token in a header, which no access log records.
+        if self.kind == "freqtrade":
+            return {}
+        return {"Authorization": f"Bearer {self.ws_token}"}
+
+
+class PairStatus(TypedDict):
+    last_candle: str | None
+    rows: int
+
+
+class FollowStatus(TypedDict):
+    connected: bool
+    reconnects: int
+    last_error: str | None
+    pairs: dict[str, PairStatus]
+
+
+class LinkDead(Exception):
+    """The producer stopped answering pings."""
+
+
+class Backoff:
+    """Exponential delays with jitter, from ``sleep_time`` to a cap."""
+
+    def __init__(self, sleep_time: float) -> None:
+        self.configure(sleep_time)
+        self.reset()
+
+    def configure(self, sleep_time: float) -> None:
+        self.initial = max(sleep_time, MIN_SLEEP)
+        self.cap = max(self.initial, min(10 * self.initial, BACKOFF_CAP_SECONDS))
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.cap)
+        return _jitter(delay)
+
+    def at_cap(self) -> float:
+        self._next = self.cap
+        return _jitter(self.cap)
+
+
+def _jitter(delay: float) -> float:
+    # Spread reconnects so that consumers cut off together do not return together.
+    return delay * random.uniform(0.8, 1.2)
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; True when it was set."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout=max(seconds, 0))
+    except TimeoutError:
+        return False
+    return True
+
+
+class LoadProgress:
+    """Says how far the initial frames of one link have loaded, at most every second."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = time.monotonic()
+        self.logged = self.started
+        self.expected: list[str] | None = None
+        self.rows: dict[str, int] = {}
+        self.done = False
+
+    def expect(self, whitelist: list[str]) -> None:
+        self.expected = list(whitelist)
+        self._report()
+
+    def loaded(self, pair: str, rows: int) -> None:
+        self.rows.setdefault(pair, rows)
+        self._report()
+
+    def _report(self) -> None:
+        if self.done or self.expected is None:
+            return
+        have = [self.rows[p] for p in self.expected if p in self.rows]
+        total, now = len(self.expected), time.monotonic()
+        if len(have) == total:
+            self.done = True
+            logger.info(
+                "%s: all %d pairs loaded in %.1f s%s",
+                self.name,
+                total,
+                now - self.started,
+                _rows_text(have),
+            )
+        elif now - self.logged >= 1.0:
+            self.logged = now
+            logger.info(
+                "%s: loaded %d/%d pairs%s",
+                self.name,
+                len(have),
+                total,
+                _rows_text(have),
+            )
+
+
+def _rows_text(rows: list[int]) -> str:
+    # A pair the producer has no rows for yet answers with an empty frame.
+    empty = f"{rows.count(0)} without data" if 0 in rows else ""
+    rows = [count for count in rows if count]
+    if not rows:
+        return f" ({empty})" if empty else ""
+    low, high = min(rows), max(rows)
+    text = f"{low} rows each" if low == high else f"{low}-{high} rows"
+    return f" ({text}, {empty})" if empty else f" ({text})"
+
+
+def request_text(kind: str, data: Any = None) -> str:
+    message = {"type": kind} if data is None else {"type": kind, "data": data}
+    return orjson.dumps(message).decode()
+
+
+class ProducerClient:
+    """Follows one producer until :meth:`close`: connect, request, store, repeat.
+
+    ``on_stored(follow_name, stored)`` is called on the event loop for every frame
+    stored; it must not block.
+    """
+
+    def __init__(
+        self,
+        follow: Follow,
+        settings: ConsumerSettings,
+        store: FrameStore,
+        on_stored: Callable[[str, Stored], None] | None = None,
+    ) -> None:
+        self.follow, self.settings, self.store = follow, settings, store
+        self.on_stored = on_stored
+        self.backoff = Backoff(settings.sleep_time)
+        self.connected = False
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self.dropped: dict[str, int] = {}
+        # After a frame over message_size_limit: request at most this many rows.
+        self.row_cap: int | None = None
+        self.progress = LoadProgress(follow.name)
+        self._pending: dict[str, int] = {}  # pair -> limit; outlives any link
+        self._in_flight: dict[str, tuple[int, float]] = {}  # this link's requests
+        self._ws: ClientConnection | None = None
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._relink = False
+        self._attempts = 0
+
+    @property
+    def name(self) -> str:
+        return self.follow.name
+
+    ### Lifecycle
+
+    async def run(self) -> None:
+        """Keep a link to the producer until :meth:`close`; never raises on its own."""
+        while not self._closing:
+            delay = await self._attempt()
+            if self._closing:
+                break
+            if self._relink:  # settings changed: reconnect now, with the new ones
+                delay = 0.0
+                self.backoff.reset()
+            else:
+                logger.info("%s: reconnecting in %.1f s", self.name, delay)
+            await wait_event(self._wake, delay)
+
+    async def close(self, code: int = CloseCode.GOING_AWAY) -> None:
+        """Stop following; the live link, if any, is closed with ``code``."""
+        self._closing = True
+        self._wake.set()
+        ws = self._ws
+        if ws is not None:
+            await ws.close(code, "consumer worker stopping")
+
+    async def update(self, follow: Follow, settings: ConsumerSettings) -> None:
+        """Apply new settings; reconnect only when the link depends on them.
+
+        A new token alone keeps the live link (the old token stays valid through its
+        grace period) and is used on the next connect; nothing stored is dropped.
+        """
+        relink = (
+            follow.endpoint != self.follow.endpoint
+            or settings.link != self.settings.link
+        )
+        new_token = follow.ws_token != self.follow.ws_token
+        self.follow, self.settings = follow, settings
+        self.store.remove_entry_exit_signals = settings.remove_entry_exit_signals
+        self.backoff.configure(settings.sleep_time)
+        if relink:
+            self.row_cap, self._relink = None, True
+            self._wake.set()
+            if self._ws is not None:
+                await self._ws.close(
+                    CloseCode.NORMAL_CLOSURE, "consumer settings changed"
+                )
+        elif new_token and self._ws is None:
+            self._wake.set()  # maybe waiting after a refused token: try the new one now
+
+    async def _attempt(self) -> float:
+        """Connect once and follow until the link ends; returns the delay to wait."""
+        self._wake.clear()
+        self._relink = False  # this attempt uses the newest settings
+        if self._attempts:
+            self.reconnects += 1
+        self._attempts += 1
+        try:
+            ws = await connect(
+                self.follow.url(),
+                additional_headers=self.follow.headers(),
+                compression=None,  # per-connection deflate of big frames costs CPU
+                max_size=self.settings.message_size_limit << 20,
+                ping_interval=None,  # our own liveness check: see _ping
+                open_timeout=OPEN_TIMEOUT,
+                close_timeout=CLOSE_TIMEOUT,
+            )
+        except InvalidStatus as exc:
+            return self._refused(exc)
+        except InvalidURI:
+            return self._retry(
+                f"{self.follow.display_url} is not a valid URL: "
+                "fix the producer's host and port in the admin",
+                cap=True,
+            )
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            return self._retry(
+                f"cannot connect to {self.follow.display_url} ({_describe(exc)})"
+            )
+        except Exception as exc:  # InvalidHandshake and the like: retry slowly
+            return self._retry(
+                f"handshake with {self.follow.display_url} failed ({_describe(exc)})",
+                cap=True,
+            )
+        return await self._session(ws)
+
+    async def _session(self, ws: ClientConnection) -> float:
+        self._ws, self.connected = ws, True
+        started = time.monotonic()
+        logger.info("%s: connected to %s", self.name, self.follow.display_url)
+        try:
+            if self._closing or self._relink:
+                return 0.0
+            await self._follow(ws)
+        except ConnectionClosed as exc:
+            return self._closed(exc, time.monotonic() - started)
+        except (LinkDead, OSError, TimeoutError) as exc:
+            ws.transport.abort()  # a close handshake would wait on a dead peer
+            why = f"lost the connection: {str(exc) or _describe(exc)}"
+            return self._retry(why, time.monotonic() - started)
+        except Exception as exc:  # a bug must not end this producer's task for good
+            logger.exception("%s: unexpected error", self.name)
+            why = f"unexpected error: {_describe(exc)}"
+            return self._retry(why, time.monotonic() - started)
+        finally:
+            self._ws, self.connected = None, False
+            await ws.close()
+        return 0.0  # not reached: _follow only ends by raising
+
+    ### Why a link ended, and how long to wait
+
+    def _refused(self, exc: InvalidStatus) -> float:
+        status = exc.response.status_code
+        detail = _body_detail(exc.response.body)
+        if status in (401, 403):
+            self._error(
+                f"the producer refused our token: HTTP {status}{detail}; check "
+                "the token in the admin (a revoked or expired token is "
+                "refused)",
+                error=True,
+            )
+            return self.backoff.at_cap()
+        if status == 404:
+            return self._retry(
+                f"{self.follow.display_url} answered 404: is it a "
+                "FreqTrade API server or a candlecast hub?",
+                cap=True,
+            )
+        return self._retry(
+            f"the producer refused the connection: HTTP {status}{detail}"
+        )
+
+    def _closed(self, exc: ConnectionClosed, lived: float) -> float:
+        if self._closing or self._relink:
+            return 0.0
+        if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+            return self._too_big()
+        close = exc.rcvd or exc.sent
+        if close is None:
+            why = "lost the connection: it dropped without a close frame"
+        else:
+            reason = f": {close.reason}" if close.reason else ""
+            why = f"the producer closed the connection (code {close.code}{reason})"
+        return self._retry(why, lived)
+
+    def _too_big(self) -> float:
+        # FreqTrade reconnects and asks for the same frame forever (§14.2). We wait at
+        # the cap and ask for half as many rows per pair each time instead.
+        limit = self.settings.message_size_limit
+        self.row_cap = max(
+            1, (self.row_cap or self.settings.initial_candle_limit or MAX_ROWS) // 2
+        )
+        self._error(
+            f"a frame was larger than message_size_limit ({limit} MiB); raise "
+            "message_size_limit in the consumer's settings in the admin (up "
+            "to 20 MiB), or have the producer send fewer columns; meanwhile "
+            f"requesting at most {self.row_cap} rows per pair",
+            error=True,
+        )
+        return self.backoff.at_cap()
+
+    def _retry(self, why: str, lived: float = 0.0, cap: bool = False) -> float:
+        """Log why; the delay before the next attempt (longer each time, unless the
+        link that ended had been up for STABLE_SECONDS)."""
+        self._error(why)
+        if cap:
+            return self.backoff.at_cap()
+        if lived >= STABLE_SECONDS:
+            self.backoff.reset()
+        return self.backoff.next()
+
+    def _error(self, text: str, error: bool = False) -> None:
+        self.last_error = text
+        logger.log(
+            logging.ERROR if error else logging.WARNING, "%s: %s", self.name, text
+        )
+
+    ### The protocol
+
+    async def _follow(self, ws: ClientConnection) -> None:
+        self._in_flight.clear()
+        self.progress = LoadProgress(self.name)
+        for text in self.opening_requests():
+            await ws.send(text)
+        for missing in self.store.outstanding():  # requests the last link lost
+            self._queue(missing)
+        await self._flush(ws)
+        while True:
+            try:
+                text = await asyncio.wait_for(ws.recv(), self.settings.wait_timeout)
+            except TimeoutError:
+                await self._ping(ws)
+                continue
+            await self.handle(text)
+            await self._flush(ws)
+
+    def opening_requests(self) -> list[str]:
+        """subscribe, whitelist, analyzed_df: FreqTrade's three, minus its 0.5 s gaps.
+
+        Unlike FreqTrade we honour initial_candle_limit (0 asks for the whole frame).
+        """
+        limit = self._capped(self.settings.initial_candle_limit)
+        return [
+            request_text("subscribe", ["whitelist", "analyzed_df"]),
+            request_text("whitelist"),
+            request_text("analyzed_df", {"limit": limit, "pair": None}),
+        ]
+
+    async def _ping(self, ws: ClientConnection) -> None:
+        # A FreqTrade producer never pings (§2): silence may be a dead link.
+        pong = await ws.ping()
+        try:
+            latency = await asyncio.wait_for(pong, self.settings.ping_timeout)
+        except TimeoutError:
+            raise LinkDead(
+                f"no pong within {self.settings.ping_timeout:g} s after "
+                f"{self.settings.wait_timeout:g} s without a message"
+            ) from None
+        logger.debug("%s: still alive, latency %.0f ms", self.name, latency * 1000)
+
+    async def handle(self, text: str | bytes) -> None:
+        """Act on one message from the producer; a bad one is dropped and logged."""
+        offload = len(text) > OFFLOAD_BYTES
+        try:
+            if offload:
+                message = await asyncio.to_thread(protocol.decode_message, text)
+            else:
+                message = protocol.decode_message(text)
+        except (ValueError, TypeError, OverflowError) as exc:  # ProtocolError, pandas
+            self._drop(
+                "malformed",
+                f"dropped a malformed message ({exc}); the producer "
+                "sends frames this worker cannot read: check that it is a "
+                "FreqTrade or candlecast producer of a supported version",
+            )
+            return
+        kind, data = message["type"], message.get("data")
+        if kind not in protocol.MESSAGE_TYPES:
+            self._drop(
+                "invalid-type",
+                f"dropped a message of unknown type {kind!r}; "
+                "nothing to do unless the producer misbehaves otherwise",
+            )
+        elif kind in ("whitelist", "analyzed_df", "exception") and not data:
+            self._drop(
+                "empty",
+                f"dropped a {kind} message without data; the producer "
+                "may have nothing to send yet",
+            )
+        elif kind == "whitelist":
+            self.store.set_whitelist(data)
+            self.progress.expect(data)
+        elif kind == "analyzed_df":
+            await self._frame(data, offload)
+        elif kind == "exception":
+            self._drop(
+                f"exception:{str(data)[:200]}",
+                f"the producer answered an error: {str(data)[:200]}",
+            )
+        else:
+            logger.debug("%s: ignored a %s message", self.name, kind)
+
+    async def _frame(self, data: protocol.DecodedAnalyzedDf, offload: bool) -> None:
+        key = tuple(data["key"])
+        pair = key[0]
+        if not self._known_key(key):
+            return
+        try:
+            if offload:
+                result = await asyncio.to_thread(
+                    self.store.apply, key, data["df"], data["la"]
+                )
+            else:
+                result = self.store.apply(key, data["df"], data["la"])
+        except Exception as exc:  # one bad frame must not end the link
+            self._drop("bad-frame", f"dropped a frame for {pair} ({exc})")
+            return
+        if isinstance(result, Missing):
+            self._queue(result)
+            return
+        self._in_flight.pop(pair, None)
+        self.progress.loaded(pair, 0 if result is None else result.rows)
+        if result is not None and self.on_stored is not None:
+            self.on_stored(self.name, result)
+
+    def _known_key(self, key: tuple) -> bool:
+        try:
+            timeframe_seconds(key[1])
+        except ValueError as exc:
+            self._drop(
+                "bad-key",
+                f"dropped a frame for {key[0]}: {exc}; the producer "
+                "publishes a timeframe this worker cannot follow",
+            )
+            return False
+        if key[2] not in CANDLE_TYPES:
+            self._drop(
+                "bad-key",
+                f"dropped a frame for {key[0]}: candle type "
+                f"{key[2]!r} is not one of {', '.join(CANDLE_TYPES)}",
+            )
+            return False
+        return True
+
+    def _drop(self, kind: str, text: str) -> None:
+        """Log a dropped message once per kind (later ones at debug), and count it."""
+        if kind not in self.dropped and len(self.dropped) >= 100:
+            kind = "other"  # distinct error texts must not grow this without bound
+        self.dropped[kind] = self.dropped.get(kind, 0) + 1
+        if self.dropped[kind] == 1:
+            self._error(text)
+        else:
+            logger.debug("%s: %s", self.name, text)
+
+    ### Gap-fill requests: queued per pair, kept until sent, re-sent after reconnects
+
+    def _capped(self, limit: int) -> int:
+        if self.row_cap is None:
+            return limit
+        return min(limit or MAX_ROWS, self.row_cap)
+
+    def _queue(self, missing: Missing) -> None:
+        pair, limit = missing.key[0], self._capped(missing.limit)
+        sent = self._in_flight.get(pair)
+        if (
+            sent
+            and sent[0] >= limit
+            and time.monotonic() - sent[1] < REQUEST_RETRY_SECONDS
+        ):
+            return  # asked already; the answer is on its way
+        self._pending[pair] = max(self._pending.get(pair, 0), limit)
+
+    async def _flush(self, ws: ClientConnection) -> None:
+        while self._pending:
+            pair, limit = next(iter(self._pending.items()))
+            await ws.send(request_text("analyzed_df", {"limit": limit, "pair": pair}))
+            # Removed only once sent: a request never vanishes with a dropped link.
+            del self._pending[pair]
+            self._in_flight[pair] = (limit, time.monotonic())
+            logger.info("%s: requesting %d candles of %s", self.name, limit, pair)
+
+    ### Status
+
+    def status(self) -> FollowStatus:
+        pairs: dict[str, PairStatus] = {}
+        keys = self.store.keys()
+        shared = {k[0] for k in keys if sum(1 for o in keys if o[0] == k[0]) > 1}
+        for key in keys:
+            entry = self.store.get(key)
+            if entry is None or entry[0].empty:
+                continue
+            label = " ".join(key) if key[0] in shared else key[0]
+            last = entry[0]["date"].iloc[-1]
+            pairs[label] = {"last_candle": last.isoformat(), "rows": len(entry[0])}
+        return {
+            "connected": self.connected,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+            "pairs": pairs,
+        }
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _body_detail(body: bytes | None) -> str:
+    """The error text a refusing server sent, if any (our hub sends JSON)."""
+    if not body:
+        return ""
+    try:
+        text = str(orjson.loads(body).get("error") or "")
+    except (orjson.JSONDecodeError, AttributeError):
+        text = body.decode(errors="replace")
+    return f" ({text.strip()[:200]})" if text.strip() else ""

@@ -1,0 +1,1 @@
+"""Consumer strategies shipped with candlecast (run by ``manage.py runconsumer``)."""

@@ -1,0 +1,404 @@
+"""The consumer worker: follows its producers, keeps their frames, runs its strategy.
+
+It reads its settings and feed tokens from the control plane's HTTP API (so it can run
+on another host and imports no ORM), re-reads them every CONFIG_POLL_SECONDS and
+applies changes without a restart, and reports its state back every STATUS_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from websockets.frames import CloseCode
+
+from consumers.client import ConsumerSettings, Follow, FollowStatus, ProducerClient
+from consumers.dataprovider import DataProvider
+from consumers.frames import FrameStore, Stored
+from consumers.strategy import StrategyRunner, load_consumer_strategy
+from producers.strategy import StrategyError
+from producers.worker import FatalError, wait_or_stop
+
+logger = logging.getLogger(__name__)
+
+# How often the worker re-reads its config: admin edits and rotated tokens reach it
+# within this many seconds.
+CONFIG_POLL_SECONDS = 10.0
+STATUS_SECONDS = 10.0
+DEFAULT_STRATEGY = "consumers.strategies.sample.SampleConsumerStrategy"
+HTTP_TIMEOUT = 10.0
+STOP_TIMEOUT = 3.0
+KINDS = ("candlecast", "freqtrade")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    hub_url: str  # http(s)://host:port of the control plane (any hub process)
+    key: str  # the consumer key
+    strategy: str = DEFAULT_STRATEGY
+    config_poll: float = CONFIG_POLL_SECONDS
+    status_interval: float = STATUS_SECONDS
+    backoff_initial: float = 1.0  # while the control plane is unreachable at start
+    backoff_max: float = 60.0
+
+    @property
+    def config_url(self) -> str:
+        return f"{self.hub_url.rstrip('/')}/api/v1/consumer/config"
+
+    @property
+    def status_url(self) -> str:
+        return f"{self.hub_url.rstrip('/')}/api/v1/consumer/status"
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    name: str
+    settings: ConsumerSettings
+    follows: dict[str, Follow]  # in the config's order
+    version: str
+
+
+### The control plane
+
+
+def call_api(config: WorkerConfig, url: str, body: bytes | None = None) -> bytes:
+    """GET (or POST ``body``) with the consumer key.
+
+    Raises:
+        FatalError: the key was refused (401/403): retrying cannot help.
+        OSError: anything else (unreachable, 5xx, 404...), with the server's words.
+    """
+    headers = {"Authorization": f"Bearer {config.key}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        detail = _error_detail(exc)
+        if exc.code in (401, 403):
+            raise FatalError(
+                f"the control plane refused the consumer key ({exc.code}): {detail}"
+            ) from None
+        if exc.code == 404:
+            detail += "; is CANDLECAST_HUB_URL the address of a candlecast hub?"
+        raise OSError(f"the control plane answered {exc.code}: {detail}") from None
+
+
+def _error_detail(exc: urllib.error.HTTPError) -> str:
+    text = exc.read().decode(errors="replace")[:300]
+    try:
+        return str(json.loads(text)["error"])
+    except (ValueError, KeyError, TypeError):
+        return text.strip() or exc.reason
+
+
+def fetch_config(config: WorkerConfig) -> dict:
+    document = json.loads(call_api(config, config.config_url))
+    if not isinstance(document, dict):
+        raise OSError("the control plane sent a config that is not a JSON object")
+    return document
+
+
+def post_status(config: WorkerConfig, report: dict) -> None:
+    call_api(config, config.status_url, json.dumps(report).encode())
+
+
+async def config_with_retry(config: WorkerConfig, stop: asyncio.Event) -> dict | None:
+    """The config document; waits out an unreachable control plane. None: stopped."""
+    delay = config.backoff_initial
+    while not stop.is_set():
+        try:
+            return await asyncio.to_thread(fetch_config, config)
+        except OSError as exc:
+            logger.warning(
+                "cannot reach the control plane at %s (%s); retrying in %.0f s",
+                config.hub_url,
+                exc,
+                delay,
+            )
+        if await wait_or_stop(stop, delay):
+            return None
+        delay = min(delay * 2, config.backoff_max) * random.uniform(0.8, 1.2)
+    return None
+
+
+def parse_config(document: dict, name: str) -> ConsumerConfig:
+    """Check the config document (CONSUMER-API) and turn it into typed settings.
+
+    Raises:
+        FatalError: the key belongs to another consumer.
+        ValueError: the document is malformed; the message names the field.
+    """
+    if document.get("name") != name:
+        raise FatalError(
+            f"the consumer key belongs to consumer {document.get('name')!r}, not "
+            f"{name!r}: run the worker with that name or use {name}'s key"
+        )
+    try:
+        raw = document["settings"]
+        settings = ConsumerSettings(
+            wait_timeout=float(raw["wait_timeout"]),
+            ping_timeout=float(raw["ping_timeout"]),
+            sleep_time=float(raw["sleep_time"]),
+            remove_entry_exit_signals=bool(raw["remove_entry_exit_signals"]),
+            initial_candle_limit=int(raw["initial_candle_limit"]),
+            message_size_limit=int(raw["message_size_limit"]),
+            max_signal_age=(
+                None
+                if raw.get("max_signal_age") is None
+                else float(raw["max_signal_age"])
+            ),
+        )
+        follows = [_follow(item) for item in document["producers"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"the config document is malformed ({_what(exc)})") from None
+    return ConsumerConfig(
+        name, settings, {f.name: f for f in follows}, str(document.get("version", ""))
+    )
+
+
+def _follow(item: dict) -> Follow:
+    if item["kind"] not in KINDS:
+        raise ValueError(
+            f"producer {item['name']}: kind {item['kind']!r} is not one "
+            f"of {', '.join(KINDS)}"
+        )
+    return Follow(
+        name=str(item["name"]),
+        kind=item["kind"],
+        host=str(item["host"]),
+        port=int(item["port"]),
+        secure=bool(item["secure"]),
+        ws_token=str(item["ws_token"]),
+    )
+
+
+def _what(exc: Exception) -> str:
+    return f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+
+
+### The followed producers
+
+
+class Fleet:
+    """One FrameStore and one ProducerClient task per followed producer."""
+
+    def __init__(self, dp: DataProvider, runner: StrategyRunner) -> None:
+        self.dp, self.runner = dp, runner
+        self.clients: dict[str, ProducerClient] = {}
+        self.tasks: dict[str, asyncio.Task] = {}
+
+    async def apply(self, config: ConsumerConfig) -> None:
+        """Follow exactly ``config.follows``, with ``config.settings``."""
+        self.dp.max_signal_age = config.settings.max_signal_age
+        for name in [n for n in self.clients if n not in config.follows]:
+            logger.info("no longer following %s", name)
+            await self._stop(name, CloseCode.NORMAL_CLOSURE)
+            self.dp.attach(name, FrameStore())  # forget its frames
+        for name, follow in config.follows.items():
+            client = self.clients.get(name)
+            if client is None:
+                self._start(follow, config.settings)
+            else:
+                _log_change(client, follow, config.settings)
+                await client.update(follow, config.settings)
+        self.runner.follow_names(list(config.follows))
+
+    def _start(self, follow: Follow, settings: ConsumerSettings) -> None:
+        logger.info(
+            "following %s (%s) at %s", follow.name, follow.kind, follow.display_url
+        )
+        store = FrameStore(remove_entry_exit_signals=settings.remove_entry_exit_signals)
+        self.dp.attach(follow.name, store)
+        client = ProducerClient(follow, settings, store, self._stored)
+        self.clients[follow.name] = client
+        self.tasks[follow.name] = asyncio.create_task(
+            client.run(), name=f"consumer link {follow.name}"
+        )
+
+    def _stored(self, name: str, stored: Stored) -> None:
+        self.runner.notify(name, stored)
+
+    async def _stop(self, name: str, code: int) -> None:
+        client, task = self.clients.pop(name), self.tasks.pop(name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.close(code), STOP_TIMEOUT)
+        with contextlib.suppress(TimeoutError):
+            # Cancels it on timeout: stuck in a handshake, nothing to close cleanly.
+            await asyncio.wait_for(task, STOP_TIMEOUT)
+
+    async def close(self) -> None:
+        await asyncio.gather(
+            *(self._stop(name, CloseCode.GOING_AWAY) for name in list(self.clients))
+        )
+
+    def status(self) -> dict[str, FollowStatus]:
+        return {name: client.status() for name, client in self.clients.items()}
+
+
+def _log_change(
+    client: ProducerClient, follow: Follow, settings: ConsumerSettings
+) -> None:
+    if follow.endpoint != client.follow.endpoint:
+        logger.info(
+            "%s moved to %s (%s): reconnecting",
+            follow.name,
+            follow.display_url,
+            follow.kind,
+        )
+    elif settings.link != client.settings.link:
+        logger.info("%s: settings changed: reconnecting", follow.name)
+    elif follow.ws_token != client.follow.ws_token:
+        logger.info("%s: feed token changed; the next connection uses it", follow.name)
+
+
+### The loop
+
+
+class Supervisor:
+    """Polls the config and reports the status while the clients run."""
+
+    def __init__(
+        self, config: WorkerConfig, fleet: Fleet, current: ConsumerConfig
+    ) -> None:
+        self.config, self.fleet, self.current = config, fleet, current
+        self.started = datetime.now(UTC).isoformat()
+        self._poll_failing = False
+        self._status_failing = False
+
+    async def refresh(self) -> None:
+        try:
+            document = await asyncio.to_thread(fetch_config, self.config)
+        except OSError as exc:
+            if not self._poll_failing:
+                logger.warning(
+                    "cannot read the config from %s (%s); keeping the current one",
+                    self.config.hub_url,
+                    exc,
+                )
+            self._poll_failing = True
+            return
+        if self._poll_failing:
+            logger.info("the control plane answers again")
+        self._poll_failing = False
+        if self.current.version and document.get("version") == self.current.version:
+            return
+        try:
+            fresh = parse_config(document, self.config.name)
+        except ValueError as exc:
+            logger.error("ignoring a config update: %s", exc)
+            return
+        if fresh != self.current:
+            logger.info("config changed; applying it")
+            await self.fleet.apply(fresh)
+        self.current = fresh
+
+    async def report(self) -> None:
+        report = {
+            "producers": self.fleet.status(),
+            "started": self.started,
+            # A copy taken here: the strategy thread adds to it meanwhile.
+            "signals": dict(self.fleet.runner.signals),
+        }
+        try:
+            await asyncio.to_thread(post_status, self.config, report)
+        except (OSError, FatalError) as exc:
+            if not self._status_failing:
+                logger.warning(
+                    "cannot report the status to %s (%s); will keep trying",
+                    self.config.hub_url,
+                    exc,
+                )
+            self._status_failing = True
+            return
+        if self._status_failing:
+            logger.info("status reports reach the control plane again")
+        self._status_failing = False
+
+    async def loop(self, stop: asyncio.Event) -> None:
+        clock = asyncio.get_running_loop().time
+        next_poll = clock() + self.config.config_poll
+        next_status = clock() + min(1.0, self.config.status_interval)
+        while not stop.is_set():
+            if await wait_or_stop(stop, min(next_poll, next_status) - clock()):
+                return
+            if clock() >= next_status:
+                next_status = clock() + self.config.status_interval
+                await self.report()
+            if clock() >= next_poll:
+                await self.refresh()
+                next_poll = clock() + self.config.config_poll
+
+
+async def run(config: WorkerConfig, stop: asyncio.Event) -> int:
+    """Run until ``stop`` is set; returns the process exit status."""
+    try:
+        return await _run(config, stop)
+    except FatalError as exc:
+        logger.error("consumer worker %s stopped: %s", config.name, exc)
+        return 2
+
+
+async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
+    logger.info(
+        "consumer worker %s starting; control plane %s, strategy %s",
+        config.name,
+        config.hub_url,
+        config.strategy,
+    )
+    document = await config_with_retry(config, stop)
+    if document is None:
+        return 0
+    try:
+        consumer = parse_config(document, config.name)
+        strategy = load_consumer_strategy(config.strategy)
+        # The strategy's timeframe and candle type are get_producer_df's defaults.
+        candle_type = getattr(strategy, "candle_type", "spot")
+        dp = DataProvider(
+            strategy.timeframe, candle_type, consumer.settings.max_signal_age
+        )
+    except (ValueError, StrategyError) as exc:
+        raise FatalError(str(exc)) from exc
+    strategy.dp = dp
+    runner = StrategyRunner(strategy, dp)
+    fleet = Fleet(dp, runner)
+    _log_settings(consumer)
+    runner_task = asyncio.create_task(runner.run(), name="consumer strategy")
+    try:
+        await fleet.apply(consumer)
+        await Supervisor(config, fleet, consumer).loop(stop)
+    finally:
+        logger.info("consumer worker %s stopping", config.name)
+        await fleet.close()
+        runner_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner_task
+    logger.info("consumer worker %s stopped", config.name)
+    return 0
+
+
+def _log_settings(consumer: ConsumerConfig) -> None:
+    s = consumer.settings
+    logger.info(
+        "consumer %s: %d producer(s); wait_timeout %g s, ping_timeout %g s, "
+        "sleep_time %g s, initial_candle_limit %d, message_size_limit %d MiB, "
+        "max_signal_age %s",
+        consumer.name,
+        len(consumer.follows),
+        s.wait_timeout,
+        s.ping_timeout,
+        s.sleep_time,
+        s.initial_candle_limit,
+        s.message_size_limit,
+        "off" if s.max_signal_age is None else f"{s.max_signal_age:g} s",
+    )
