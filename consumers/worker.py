@@ -11,9 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,8 +20,9 @@ from consumers.client import ConsumerSettings, Follow, FollowStatus, ProducerCli
 from consumers.dataprovider import DataProvider
 from consumers.frames import FrameStore, Stored
 from consumers.strategy import StrategyRunner, load_consumer_strategy
+from controlplane import hubclient
+from controlplane.hubclient import FatalError, wait_or_stop
 from producers.strategy import StrategyError
-from producers.worker import FatalError, wait_or_stop
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +31,6 @@ logger = logging.getLogger(__name__)
 CONFIG_POLL_SECONDS = 10.0
 STATUS_SECONDS = 10.0
 DEFAULT_STRATEGY = "consumers.strategies.sample.SampleConsumerStrategy"
-HTTP_TIMEOUT = 10.0
 STOP_TIMEOUT = 3.0
 KINDS = ("candlecast", "freqtrade")
 
@@ -70,36 +67,9 @@ class ConsumerConfig:
 
 
 def call_api(config: WorkerConfig, url: str, body: bytes | None = None) -> bytes:
-    """GET (or POST ``body``) with the consumer key.
-
-    Raises:
-        FatalError: the key was refused (401/403): retrying cannot help.
-        OSError: anything else (unreachable, 5xx, 404...), with the server's words.
-    """
-    headers = {"Authorization": f"Bearer {config.key}"}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
-            return response.read()
-    except urllib.error.HTTPError as exc:
-        detail = _error_detail(exc)
-        if exc.code in (401, 403):
-            raise FatalError(
-                f"the control plane refused the consumer key ({exc.code}): {detail}"
-            ) from None
-        if exc.code == 404:
-            detail += "; is CANDLECAST_HUB_URL the address of a candlecast hub?"
-        raise OSError(f"the control plane answered {exc.code}: {detail}") from None
-
-
-def _error_detail(exc: urllib.error.HTTPError) -> str:
-    text = exc.read().decode(errors="replace")[:300]
-    try:
-        return str(json.loads(text)["error"])
-    except (ValueError, KeyError, TypeError):
-        return text.strip() or exc.reason
+    return hubclient.call_api(
+        url, config.key, body, who="the control plane", key_name="consumer key"
+    )
 
 
 def fetch_config(config: WorkerConfig) -> dict:
@@ -115,21 +85,14 @@ def post_status(config: WorkerConfig, report: dict) -> None:
 
 async def config_with_retry(config: WorkerConfig, stop: asyncio.Event) -> dict | None:
     """The config document; waits out an unreachable control plane. None: stopped."""
-    delay = config.backoff_initial
-    while not stop.is_set():
-        try:
-            return await asyncio.to_thread(fetch_config, config)
-        except OSError as exc:
-            logger.warning(
-                "cannot reach the control plane at %s (%s); retrying in %.0f s",
-                config.hub_url,
-                exc,
-                delay,
-            )
-        if await wait_or_stop(stop, delay):
-            return None
-        delay = min(delay * 2, config.backoff_max) * random.uniform(0.8, 1.2)
-    return None
+    return await hubclient.until_reached(
+        lambda: fetch_config(config),
+        stop,
+        who="the control plane",
+        url=config.hub_url,
+        backoff_initial=config.backoff_initial,
+        backoff_max=config.backoff_max,
+    )
 
 
 def parse_config(document: dict, name: str) -> ConsumerConfig:

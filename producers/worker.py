@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,6 +17,7 @@ import pandas as pd
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from controlplane.hubclient import FatalError, call_api, until_reached, wait_or_stop
 from producers import protocol
 from producers.sources import CandleSource, SourceError, build_source
 from producers.strategy import IStrategy, StrategyError, load_strategy
@@ -28,10 +26,6 @@ logger = logging.getLogger(__name__)
 
 CONFIG_REFRESH_SECONDS = 30.0
 ACK_TIMEOUT = 60.0
-
-
-class FatalError(Exception):
-    """Retrying cannot help (wrong key, unknown producer, bad definition)."""
 
 
 @dataclass(frozen=True)
@@ -56,53 +50,23 @@ class WorkerConfig:
 
 
 def fetch_definition(config: WorkerConfig) -> dict:
-    """GET the producer's definition. Raises FatalError on 401/403/404, OSError else."""
-    request = urllib.request.Request(
-        config.config_url, headers={"Authorization": f"Bearer {config.key}"}
+    """GET the producer's definition (FatalError when the key is refused)."""
+    return json.loads(
+        call_api(config.config_url, config.key, who="the hub", key_name="producer key")
     )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:300]
-        try:
-            detail = json.loads(detail)["error"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        if exc.code in (401, 403, 404):
-            raise FatalError(
-                f"the hub refused the producer key ({exc.code}): {detail}"
-            ) from None
-        raise OSError(f"the hub answered {exc.code}: {detail}") from None
 
 
 async def definition_with_retry(
     config: WorkerConfig, stop: asyncio.Event
 ) -> dict | None:
-    delay = config.backoff_initial
-    while not stop.is_set():
-        try:
-            return await asyncio.to_thread(fetch_definition, config)
-        except OSError as exc:
-            logger.warning(
-                "cannot reach the hub at %s (%s); retrying in %.0f s",
-                config.hub_url,
-                exc,
-                delay,
-            )
-        if await wait_or_stop(stop, delay):
-            return None
-        delay = min(delay * 2, config.backoff_max) * random.uniform(0.8, 1.2)
-    return None
-
-
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; True when stop was set meanwhile."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0))
-    except TimeoutError:
-        return False
-    return True
+    return await until_reached(
+        lambda: fetch_definition(config),
+        stop,
+        who="the hub",
+        url=config.hub_url,
+        backoff_initial=config.backoff_initial,
+        backoff_max=config.backoff_max,
+    )
 
 
 ### Analysis
