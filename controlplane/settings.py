@@ -118,6 +118,14 @@ if REDIS_URL:
             },
         }
     }
+    # Workers' status reports and the hub's counters, shared by every hub process.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CANDLECAST_REDIS_PREFIX,
+        }
+    }
 else:
     CHANNEL_LAYERS = {
         "default": {

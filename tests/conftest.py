@@ -54,6 +54,9 @@ def _clean_hub_state(settings):
         layer = copy.deepcopy(settings.CHANNEL_LAYERS)
         layer["default"]["CONFIG"]["prefix"] = prefix
         settings.CHANNEL_LAYERS = layer
+        caches = copy.deepcopy(settings.CACHES)
+        caches["default"]["KEY_PREFIX"] = prefix
+        settings.CACHES = caches
     snapshots.reset_store()
     channel_layers.backends.clear()
     throttle.reset()
