@@ -93,6 +93,8 @@ class FailureThrottle:
             self._failures[address] = stamps
         else:
             self._failures.pop(address, None)
+            if now - self._announced.get(address, now) >= window:
+                del self._announced[address]
         return stamps
 
     def blocked(self, address: str) -> bool:

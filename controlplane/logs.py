@@ -9,13 +9,19 @@ from __future__ import annotations
 import logging
 import re
 
-_QUERY_SECRET = re.compile(r"((?:^|[?&;\s])(?:token|key)=)[^&\s\"']*", re.IGNORECASE)
+_NAMES = r"(?:ws_token|token|key)"
+_QUERY_SECRET = re.compile(rf"((?:^|[?&;\s]){_NAMES}=[\"']?)[^&\s\"']*", re.IGNORECASE)
+_JSON_SECRET = re.compile(rf"(\"{_NAMES}\"\s*:\s*\")[^\"]*", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)[^\s\"']+", re.IGNORECASE)
+# Our own secrets are recognisable wherever they appear: role prefix + random part.
+_OUR_SECRETS = re.compile(r"\b(cc[fpc]_[A-Za-z0-9_-]{8})[A-Za-z0-9_-]{16,}")
 
 
 def redact(text: str) -> str:
-    """Replace query-string tokens and bearer credentials with a marker."""
+    """Replace tokens and keys (query strings, JSON, bearer headers) with a marker."""
+    text = _OUR_SECRETS.sub(r"\1…[redacted]", text)
     text = _QUERY_SECRET.sub(r"\1[redacted]", text)
+    text = _JSON_SECRET.sub(r"\1[redacted]", text)
     return _BEARER.sub(r"\1[redacted]", text)
 
 
@@ -27,4 +33,9 @@ class RedactSecretsFilter(logging.Filter):
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # Tracebacks quote URLs and arguments too.
+            record.exc_text = redact(
+                logging.Formatter().formatException(record.exc_info)
+            )
         return True

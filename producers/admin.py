@@ -144,7 +144,8 @@ class FeedTokenAdmin(admin.ModelAdmin):
             for_worker=form.cleaned_data["for_worker"],
             expires_at=form.cleaned_data["expires_at"],
         )
-        obj.pk = token.pk
+        # The admin's history entry is written from obj: give it the token's identity.
+        obj.pk, obj.prefix, obj.created = token.pk, token.prefix, token.created
 
     def response_add(self, request, obj, post_url_continue=None):
         token = FeedToken.objects.get(pk=obj.pk)

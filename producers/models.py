@@ -43,7 +43,7 @@ def validate_pairs(value: object) -> None:
 
 
 def validate_strategy_path(value: str) -> None:
-    if not re.match(r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$", value):
+    if not re.match(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$", value):
         raise ValidationError(
             "Give the strategy as a dotted path to its class, for example "
             "producers.strategies.sample.SampleStrategy."
