@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode
 
-from consumers.frames import FrameStore, Missing, Stored
+from consumers.frames import FULL_FRAME_ROWS, FrameStore, Key, Missing, Stored
 from producers import protocol
 from producers.timeframes import CANDLE_TYPES, timeframe_seconds
 
@@ -159,7 +159,11 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
 
 
 class LoadProgress:
-    """Says how far the initial frames of one link have loaded, at most every second."""
+    """Says how far the initial frames of one link have loaded, at most every second.
+
+    A pair the producer has no rows for yet answers with an empty frame: it counts as
+    waiting, not loaded, until rows arrive (after the producer publishes).
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -168,49 +172,49 @@ class LoadProgress:
         self.expected: list[str] | None = None
         self.rows: dict[str, int] = {}
         self.done = False
+        self.said_waiting = False
 
     def expect(self, whitelist: list[str]) -> None:
         self.expected = list(whitelist)
         self._report()
 
     def loaded(self, pair: str, rows: int) -> None:
-        self.rows.setdefault(pair, rows)
+        if rows or pair not in self.rows:
+            self.rows[pair] = max(rows, self.rows.get(pair, 0))
         self._report()
 
     def _report(self) -> None:
         if self.done or self.expected is None:
             return
-        have = [self.rows[p] for p in self.expected if p in self.rows]
+        have = [self.rows[p] for p in self.expected if self.rows.get(p)]
+        answered = sum(p in self.rows for p in self.expected)
         total, now = len(self.expected), time.monotonic()
         if len(have) == total:
             self.done = True
             logger.info(
-                "%s: all %d pairs loaded in %.1f s%s",
+                "%s: all %d pairs loaded in %.1f s (%s)",
                 self.name,
                 total,
                 now - self.started,
                 _rows_text(have),
             )
-        elif now - self.logged >= 1.0:
-            self.logged = now
+        elif answered == total and not self.said_waiting:
+            self.said_waiting = True
             logger.info(
-                "%s: loaded %d/%d pairs%s",
+                "%s: %d/%d pairs loaded; the producer has no data yet for "
+                "the others, waiting for it to publish",
                 self.name,
                 len(have),
                 total,
-                _rows_text(have),
             )
+        elif now - self.logged >= 1.0:
+            self.logged = now
+            logger.info("%s: loaded %d/%d pairs", self.name, len(have), total)
 
 
 def _rows_text(rows: list[int]) -> str:
-    # A pair the producer has no rows for yet answers with an empty frame.
-    empty = f"{rows.count(0)} without data" if 0 in rows else ""
-    rows = [count for count in rows if count]
-    if not rows:
-        return f" ({empty})" if empty else ""
     low, high = min(rows), max(rows)
-    text = f"{low} rows each" if low == high else f"{low}-{high} rows"
-    return f" ({text}, {empty})" if empty else f" ({text})"
+    return f"{low} rows each" if low == high else f"{low}-{high} rows"
 
 
 def request_text(kind: str, data: Any = None) -> str:
@@ -244,6 +248,7 @@ class ProducerClient:
         self.progress = LoadProgress(follow.name)
         self._pending: dict[str, int] = {}  # pair -> limit; outlives any link
         self._in_flight: dict[str, tuple[int, float]] = {}  # this link's requests
+        self._listed = False  # this link's first whitelist arrived
         self._ws: ClientConnection | None = None
         self._wake = asyncio.Event()
         self._closing = False
@@ -432,6 +437,7 @@ class ProducerClient:
 
     async def _follow(self, ws: ClientConnection) -> None:
         self._in_flight.clear()
+        self._listed = False
         self.progress = LoadProgress(self.name)
         for text in self.opening_requests():
             await ws.send(text)
@@ -503,6 +509,7 @@ class ProducerClient:
         elif kind == "whitelist":
             self.store.set_whitelist(data)
             self.progress.expect(data)
+            self._expect_opening_reply(data)
         elif kind == "analyzed_df":
             await self._frame(data, offload)
         elif kind == "exception":
@@ -517,6 +524,12 @@ class ProducerClient:
         key = tuple(data["key"])
         pair = key[0]
         if not self._known_key(key):
+            return
+        if self._unasked_first(key, data["df"]):
+            # A broadcast row for a pair we hold nothing of (its history reached the
+            # hub after our opening request, or the pair is new): ask for the
+            # history, as FreqTrade does, rather than keep one row as if it were all.
+            self._queue(Missing(key, self._opening_limit()))
             return
         try:
             if offload:
@@ -535,6 +548,23 @@ class ProducerClient:
         self.progress.loaded(pair, 0 if result is None else result.rows)
         if result is not None and self.on_stored is not None:
             self.on_stored(self.name, result)
+
+    def _expect_opening_reply(self, pairs: list[str]) -> None:
+        """The link's first whitelist names the pairs our opening request answers."""
+        if self._listed:
+            return
+        self._listed = True
+        sent = (self._opening_limit(), time.monotonic())
+        for pair in pairs:
+            self._in_flight.setdefault(pair, sent)
+
+    def _unasked_first(self, key: Key, df: Any) -> bool:
+        """A short frame for a key with nothing stored and no request of ours."""
+        return (
+            0 < len(df) < FULL_FRAME_ROWS
+            and key[0] not in self._in_flight
+            and self.store.get(key) is None
+        )
 
     def _known_key(self, key: tuple) -> bool:
         try:
@@ -566,6 +596,9 @@ class ProducerClient:
             logger.debug("%s: %s", self.name, text)
 
     ### Gap-fill requests: queued per pair, kept until sent, re-sent after reconnects
+
+    def _opening_limit(self) -> int:
+        return self._capped(self.settings.initial_candle_limit) or MAX_ROWS
 
     def _capped(self, limit: int) -> int:
         if self.row_cap is None:

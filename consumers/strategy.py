@@ -155,11 +155,22 @@ class StrategyRunner:
             await self._ready.wait()
             self._ready.clear()
             pending, self._pending = self._pending, {}
+            fired = []
             for key in pending.values():
                 try:
-                    await asyncio.to_thread(self.run_pair, key)
+                    signals = await asyncio.to_thread(self.run_pair, key)
                 except Exception:  # keep running the other pairs and candles
                     logger.exception("running %s on %s failed", self.name, key[0])
+                    continue
+                if signals and (signals["fired"] or signals["tags"]):
+                    fired.append(describe(key[0], signals))
+            # One line per candle close, naming only the pairs that signalled.
+            logger.info(
+                "%s ran on %d pair(s): %s",
+                self.name,
+                len(pending),
+                "; ".join(fired) or "no signals",
+            )
 
     def run_pair(self, key: Key) -> PairSignals | None:
         """Analyse one pair on the trigger producer's candles; log and keep signals."""
@@ -182,7 +193,7 @@ class StrategyRunner:
         self.runs += 1
         signals = signals_of(analysed)
         self.signals[pair] = signals
-        logger.info("%s", describe(pair, signals))
+        logger.debug("%s", describe(pair, signals))
         return signals
 
     def _warn_once(self, kind: str, text: str, exc_info: bool = False) -> None:

@@ -1,8 +1,9 @@
 """The embedded demo: everything on one machine with nothing else installed.
 
 Migrates SQLite, creates (if missing) an admin user, a demo producer with its key
-and a feed token, then runs the hub and the producer worker as child processes until
-Ctrl-C. Secrets the demo must show again are kept in files under var/ (mode 600).
+and a feed token, a demo consumer following it with its key, then runs the hub, the
+producer worker and the consumer worker as child processes until Ctrl-C. Secrets the
+demo must show again are kept in files under var/demo/ (mode 600).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from consumers.models import Consumer, Follow
 from producers.models import FeedToken, Producer
 
 DEMO_PAIRS = [
@@ -66,8 +68,9 @@ class Command(BaseCommand):
         producer = self.ensure_producer()
         key_path = self.ensure_producer_key(producer)
         token = self.ensure_feed_token(producer)
-        self.banner(port, password, token, producer)
-        self.supervise(port, producer, key_path)
+        consumer, consumer_key_path = self.ensure_consumer(producer)
+        self.banner(port, password, token, producer, consumer)
+        self.supervise(port, producer, key_path, consumer, consumer_key_path)
 
     ### Seeding
 
@@ -115,7 +118,24 @@ class Command(BaseCommand):
             write_secret(path, token)
         return token
 
-    def banner(self, port: int, password: str, token: str, producer: Producer) -> None:
+    def ensure_consumer(self, producer: Producer) -> tuple[Consumer, Path]:
+        consumer, _ = Consumer.objects.get_or_create(name="demo-consumer")
+        if not consumer.follows.exists():
+            Follow.objects.create(consumer=consumer, name="default", producer=producer)
+        path = secret_file("consumer.key")
+        key = read_secret(path)
+        if key is None or Consumer.for_key(key) != consumer:
+            write_secret(path, consumer.issue_key())
+        return consumer, path
+
+    def banner(
+        self,
+        port: int,
+        password: str,
+        token: str,
+        producer: Producer,
+        consumer: Consumer,
+    ) -> None:
         base = f"http://127.0.0.1:{port}"
         snippet = {
             "external_message_consumer": {
@@ -138,29 +158,45 @@ class Command(BaseCommand):
             f"  ws_token:  {token}\n"
             f"  producer:  {producer.name}: {len(producer.pairs)} pairs, "
             f"{producer.timeframe}, strategy {producer.strategy}\n"
+            f"  consumer:  {consumer.name}, following {producer.name} as 'default' "
+            f"with consumers.strategies.sample.SampleConsumerStrategy\n"
             f"  FreqTrade consumer config:\n{json.dumps(snippet, indent=2)}\n"
             f"  Ctrl-C stops everything.\n\n"
         )
 
     ### Processes
 
-    def supervise(self, port: int, producer: Producer, key_path: Path) -> None:
+    def supervise(
+        self,
+        port: int,
+        producer: Producer,
+        key_path: Path,
+        consumer: Consumer,
+        consumer_key_path: Path,
+    ) -> None:
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         env = dict(
             os.environ, PORT=str(port), CANDLECAST_HUB_URL=f"http://127.0.0.1:{port}"
         )
-        env.pop("CANDLECAST_PRODUCER_KEY", None)
+        for name in ("CANDLECAST_PRODUCER_KEY", "CANDLECAST_CONSUMER_KEY"):
+            env.pop(name, None)
+        workers = [
+            (
+                [*manage, "runproducer", producer.name],
+                {"CANDLECAST_PRODUCER_KEY_FILE": str(key_path)},
+            ),
+            (
+                [*manage, "runconsumer", consumer.name],
+                {"CANDLECAST_CONSUMER_KEY_FILE": str(consumer_key_path)},
+            ),
+        ]
         # SIGTERM (a process manager, `timeout`) stops the demo as Ctrl-C does.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         children = [subprocess.Popen([*manage, "runhub", "--port", str(port)], env=env)]
         try:
             wait_for_port(port, children[0])
-            children.append(
-                subprocess.Popen(
-                    [*manage, "runproducer", producer.name],
-                    env=dict(env, CANDLECAST_PRODUCER_KEY_FILE=str(key_path)),
-                )
-            )
+            for command, extra in workers:
+                children.append(subprocess.Popen(command, env={**env, **extra}))
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
             raise CommandError("a demo process exited; see its log lines above")

@@ -22,13 +22,17 @@ logger = logging.getLogger("candlecast.hub")
 
 
 def access_log(protocol: str, action: str, details: dict) -> None:
-    """One line per request or socket state change; query strings never logged."""
+    """One line per request or socket state change; query strings never logged.
+
+    Successful HTTP requests (mostly workers polling their config) go at DEBUG;
+    failures at WARNING; socket connects and disconnects at INFO.
+    """
     path = details.get("path", "")
     client = details.get("client", "?")
     if protocol == "http" and action == "complete":
-        logger.info(
-            "HTTP %s %s %s [%s]", details["method"], path, details["status"], client
-        )
+        status = details["status"]
+        level = logging.DEBUG if status < 400 else logging.WARNING
+        logger.log(level, "HTTP %s %s %s [%s]", details["method"], path, status, client)
     elif protocol == "websocket" and action in (
         "rejected",
         "connected",
@@ -71,4 +75,3 @@ class Command(BaseCommand):
             application_close_timeout=5,
         ).run()
         logger.info("hub stopped")
-
