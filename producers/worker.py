@@ -102,12 +102,14 @@ class Analysis:
     def keep(self) -> int:
         return self.history + self.strategy.startup_candle_count
 
-    def load(self, pair: str) -> None:
-        self.candles[pair] = self.source.history(pair, self.keep())
-        self._analyse(pair)
-
     def advance(self, pair: str) -> pd.DataFrame | None:
-        """Fetch closed candles after the last one; return their analysed rows."""
+        """Fetch closed candles after the last one; return their analysed rows.
+
+        Only the new rows are taken from the new analysis: rows already published
+        stay as they were sent. Re-analysing a sliding window shifts indicators
+        with memory (EMA, RSI) on older rows, and a republished history must equal
+        what consumers already hold, or they would disagree with every new joiner.
+        """
         candles = self.candles[pair]
         after = candles["date"].iloc[-1] if len(candles) else pd.Timestamp(0, tz="UTC")
         new = self.source.candles_after(pair, after)
@@ -115,18 +117,25 @@ class Analysis:
             return None
         merged = pd.concat([candles, new], ignore_index=True)
         self.candles[pair] = merged.iloc[-self.keep() :].reset_index(drop=True)
-        self._analyse(pair)
-        return self.analysed[pair].iloc[-len(new) :]
+        fresh = self._analyse(pair).iloc[-len(new) :]
+        published = pd.concat([self.analysed[pair], fresh], ignore_index=True)
+        self.analysed[pair] = published.iloc[-self.history :].reset_index(drop=True)
+        return fresh
 
-    def _analyse(self, pair: str) -> None:
+    def load(self, pair: str) -> None:
+        self.candles[pair] = self.source.history(pair, self.keep())
+        frame = self._analyse(pair)
+        self.analysed[pair] = frame.iloc[-self.history :].reset_index(drop=True)
+
+    def _analyse(self, pair: str) -> pd.DataFrame:
         metadata = {
             "pair": pair,
             "timeframe": self.timeframe,
             "candle_type": self.candle_type,
         }
         frame = self.strategy.analyze(self.candles[pair], metadata)
-        self.analysed[pair] = frame.iloc[-self.history :].reset_index(drop=True)
         self.la[pair] = datetime.now(UTC)
+        return frame
 
     def full_frame(self, pair: str) -> protocol.PublishFrame:
         return protocol.publish_frame(
