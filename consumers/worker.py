@@ -3,6 +3,7 @@
 It reads its settings and feed tokens from the control plane's HTTP API (so it can run
 on another host and imports no ORM), re-reads them every CONFIG_POLL_SECONDS and
 applies changes without a restart, and reports its state back every STATUS_SECONDS.
+On a clean stop it can write the frames it holds to a directory (runconsumer --dump).
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from websockets.frames import CloseCode
 
 from consumers.client import ConsumerSettings, Follow, FollowStatus, ProducerClient
 from consumers.dataprovider import DataProvider
-from consumers.frames import FrameStore, Stored
+from consumers.frames import FrameStore, Key, Stored
 from consumers.strategy import StrategyRunner, load_consumer_strategy
 from controlplane import hubclient
 from controlplane.hubclient import FatalError, wait_or_stop
@@ -45,6 +48,7 @@ class WorkerConfig:
     status_interval: float = STATUS_SECONDS
     backoff_initial: float = 1.0  # while the control plane is unreachable at start
     backoff_max: float = 60.0
+    dump: Path | None = None  # write the frames held at a clean stop here
 
     @property
     def config_url(self) -> str:
@@ -160,6 +164,7 @@ class Fleet:
         self.dp, self.runner = dp, runner
         self.clients: dict[str, ProducerClient] = {}
         self.tasks: dict[str, asyncio.Task] = {}
+        self.stores: dict[str, FrameStore] = {}
 
     async def apply(self, config: ConsumerConfig) -> None:
         """Follow exactly ``config.follows``, with ``config.settings``."""
@@ -168,6 +173,7 @@ class Fleet:
             logger.info("no longer following %s", name)
             await self._stop(name, CloseCode.NORMAL_CLOSURE)
             self.dp.attach(name, FrameStore())  # forget its frames
+            del self.stores[name]
         for name, follow in config.follows.items():
             client = self.clients.get(name)
             if client is None:
@@ -183,6 +189,7 @@ class Fleet:
         )
         store = FrameStore(remove_entry_exit_signals=settings.remove_entry_exit_signals)
         self.dp.attach(follow.name, store)
+        self.stores[follow.name] = store
         client = ProducerClient(follow, settings, store, self._stored)
         self.clients[follow.name] = client
         self.tasks[follow.name] = asyncio.create_task(
@@ -223,6 +230,50 @@ def _log_change(
         logger.info("%s: settings changed: reconnecting", follow.name)
     elif follow.ws_token != client.follow.ws_token:
         logger.info("%s: feed token changed; the next connection uses it", follow.name)
+
+
+### The dump (a debugging aid)
+
+
+def dump_frames(stores: Mapping[str, FrameStore], out: Path) -> int:
+    """Write each producer's frames and whitelist under ``out``; returns the count.
+
+    ``out/<producer>/<pair>.parquet`` (``/`` and ``:`` in the pair become ``_``; the
+    timeframe and candle type are added when a pair has several) and
+    ``out/<producer>/whitelist.json``.
+    """
+    written = 0
+    for name, store in stores.items():
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "whitelist.json").write_text(json.dumps(store.whitelist))
+        keys = store.keys()
+        for key in keys:
+            entry = store.get(key)
+            if entry is not None:
+                entry[0].to_parquet(folder / f"{_file_stem(key, keys)}.parquet")
+                written += 1
+    return written
+
+
+def _file_stem(key: Key, keys: list[Key]) -> str:
+    pair = key[0]
+    if sum(1 for other in keys if other[0] == pair) > 1:
+        pair = "_".join(key)
+    return pair.replace("/", "_").replace(":", "_")
+
+
+async def _dump(fleet: Fleet, out: Path) -> int:
+    """Run dump_frames; the exit status (1: the dump that was asked for is missing)."""
+    try:
+        count = await asyncio.to_thread(dump_frames, fleet.stores, out)
+    except (OSError, ValueError, ImportError) as exc:  # disk full, pyarrow missing
+        logger.error("cannot write the frames to %s: %s", out, exc)
+        return 1
+    logger.info(
+        "wrote %d frame(s) of %d producer(s) to %s", count, len(fleet.stores), out
+    )
+    return 0
 
 
 ### The loop
@@ -346,8 +397,9 @@ async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
         runner_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner_task
+    status = 0 if config.dump is None else await _dump(fleet, config.dump)
     logger.info("consumer worker %s stopped", config.name)
-    return 0
+    return status
 
 
 def _log_settings(consumer: ConsumerConfig) -> None:

@@ -124,6 +124,19 @@ class Stack:
                 process.wait()
         return process.returncode
 
+    def log(self, name: str) -> str:
+        """The log of process ``name`` so far ("" before it wrote anything)."""
+        path = self.tmp / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def wait_until(self, what: str, predicate, timeout: float = 30) -> None:
+        """Poll ``predicate()`` every 50 ms; fail with every log after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not within {timeout} s\n{self.logs()}")
+            time.sleep(0.05)
+
     def logs(self) -> str:
         return "\n".join(
             f"----- {path.name}\n{path.read_text()[-6000:]}"

@@ -8,6 +8,7 @@ consumer key (CANDLECAST_CONSUMER_KEY or CANDLECAST_CONSUMER_KEY_FILE); everythi
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
@@ -26,13 +27,24 @@ class Command(BaseCommand):
             help="the consumer strategy as package.module.ClassName "
             f"(default {worker.DEFAULT_STRATEGY})",
         )
+        parser.add_argument(
+            "--dump",
+            type=Path,
+            metavar="DIR",
+            help="a debugging aid: write the dataframes held at exit (on SIGTERM or "
+            "Ctrl-C) as DIR/<producer>/<pair>.parquet, with / and : in the pair "
+            "replaced by _, plus DIR/<producer>/whitelist.json",
+        )
 
-    def handle(self, *args, name: str, strategy: str, **options):
+    def handle(
+        self, *args, name: str, strategy: str, dump: Path | None = None, **options
+    ):
         config = worker.WorkerConfig(
             name=name,
             hub_url=hub_url(),
             key=read_secret("CANDLECAST_CONSUMER_KEY"),
             strategy=strategy,
+            dump=dump,
         )
         status = run_until_signalled(lambda stop: worker.run(config, stop))
         if status:

@@ -1,0 +1,209 @@
+"""Interop: our consumer worker follows a real FreqTrade 2026.9 producer.
+
+tests/interop/freqtrade_producer.py runs FreqTrade's own API server and analysis from
+.venv-freqtrade; runconsumer follows it as an external FreqTrade bot configured in the
+control plane (a Follow with host, port and ws_token), the user's path, and both write
+their frames at exit to be compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from consumers.client import ConsumerSettings, Follow, ProducerClient
+from consumers.frames import FrameStore
+from tests.processes import ROOT, Stack
+
+pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.timeout(180)]
+
+HARNESS = ROOT / "tests" / "interop" / "freqtrade_producer.py"
+PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+ROWS = 500
+TOKEN = "interop-Token_1.x~"  # URL-safe, as FreqTrade's own consumers need
+INITIAL_LIMIT = 200  # FreqTrade's consumer would ask for 1500 whatever this says
+STEP = pd.Timedelta(minutes=5)
+SETUP = """
+import json
+from consumers.models import Consumer, Follow
+consumer = Consumer.objects.create(
+    name="follower", sleep_time=1, initial_candle_limit={limit}
+)
+follow = Follow(consumer=consumer, name="default", host="127.0.0.1", port={port})
+follow.set_ws_token({token!r})
+follow.full_clean()
+follow.save()
+print(json.dumps({{"consumer_key": consumer.issue_key()}}))
+"""
+RAN = re.compile(r"consumers\.strategy: (\S+/\S+) (\d{4}-\d\d-\d\d \d\d:\d\d) ")
+
+
+@pytest.fixture(scope="session")
+def freqtrade_python() -> str:
+    """FreqTrade's own interpreter: scripts/freqtrade-venv builds it once."""
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "freqtrade-venv")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, f"cannot build the FreqTrade venv:\n{done.stderr}"
+    return done.stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def freqtrade_producer(python: str, tmp: Path, token: str, dump: Path | None = None):
+    """Run the harness until it prints READY; yields (process, port)."""
+    args = [python, str(HARNESS), "--token", token, "--pairs", ",".join(PAIRS)]
+    args += ["--rows", str(ROWS), "--seconds-per-candle", "2"]
+    args += ["--dump", str(dump)] if dump else []
+    with open(tmp / "freqtrade.log", "w") as log:
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        ready = process.stdout.readline()  # FreqTrade's imports take ~2 s
+        assert ready.startswith("READY "), (tmp / "freqtrade.log").read_text()[-4000:]
+        yield process, int(ready.split()[1])
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        process.stdout.close()
+
+
+def runs(log: str) -> dict[str, list[pd.Timestamp]]:
+    """The candles the consumer strategy ran on, per pair (a DEBUG line each)."""
+    seen: dict[str, list[pd.Timestamp]] = {pair: [] for pair in PAIRS}
+    for pair, candle in RAN.findall(log):
+        seen[pair].append(pd.Timestamp(candle, tz="UTC"))
+    return seen
+
+
+def file_name(pair: str) -> str:
+    return pair.replace("/", "_").replace(":", "_") + ".parquet"
+
+
+def test_it_follows_a_real_freqtrade_producer(freqtrade_python, tmp_path):
+    stack = Stack(tmp_path)
+    stack.env["LOG_LEVEL"] = "DEBUG"  # the strategy's per-pair lines, the requests
+    ft_dump, our_dump = tmp_path / "ft", tmp_path / "ours"
+    try:
+        with freqtrade_producer(freqtrade_python, tmp_path, TOKEN, ft_dump) as (
+            freqtrade,
+            port,
+        ):
+            stack.manage("migrate")
+            setup = SETUP.format(limit=INITIAL_LIMIT, port=port, token=TOKEN)
+            (tmp_path / "consumer.key").write_text(stack.python(setup)["consumer_key"])
+            stack.start_hub()
+            started = time.monotonic()
+            stack.start(
+                "consumer",
+                "runconsumer",
+                "follower",
+                "--dump",
+                str(our_dump),
+                env={"CANDLECAST_CONSUMER_KEY_FILE": str(tmp_path / "consumer.key")},
+            )
+            stack.wait_until(
+                "loaded", lambda: "all 3 pairs loaded" in stack.log("consumer"), 60
+            )
+            loaded = time.monotonic() - started
+            stack.wait_until(
+                "the strategy ran", lambda: all(runs(stack.log("consumer")).values())
+            )
+            first = {p: c[0] for p, c in runs(stack.log("consumer")).items()}
+            stack.wait_until(
+                "a new candle",
+                lambda: all(
+                    c[-1] > first[p] for p, c in runs(stack.log("consumer")).items()
+                ),
+            )
+            assert stack.stop("consumer") == 0
+            # FreqTrade's frames now hold every candle the consumer saw, and more.
+            freqtrade.send_signal(signal.SIGTERM)
+            assert freqtrade.wait(30) == 0
+        log = stack.log("consumer")
+        # initial_candle_limit honoured: the opening request, and 200 rows per pair.
+        assert '{"type":"analyzed_df","data":{"limit":200,"pair":null}}' in log
+        assert "all 3 pairs loaded" in log and "(200 rows each)" in log
+        assert "requesting" not in log  # nothing was missing
+        compare_with_freqtrade_s_frames(our_dump / "default", ft_dump)
+    except BaseException:
+        print(stack.logs(), (tmp_path / "freqtrade.log").read_text()[-4000:])
+        raise
+    finally:
+        stack.close()
+    print(
+        f"\nconsumer start -> 3 x {INITIAL_LIMIT} rows from FreqTrade: {loaded:.2f} s"
+    )
+
+
+def compare_with_freqtrade_s_frames(ours: Path, theirs: Path) -> None:
+    assert json.loads((ours / "whitelist.json").read_text()) == PAIRS
+    dtypes = json.loads((theirs / "dtypes.json").read_text())
+    for pair in PAIRS:
+        mine = pd.read_parquet(ours / file_name(pair))
+        producer = pd.read_parquet(theirs / file_name(pair))
+        assert len(mine) > INITIAL_LIMIT  # the first 200, then new candles appended
+        assert mine["date"].diff().dropna().eq(STEP).all(), "a hole in our frame"
+        assert list(mine.columns) == list(producer.columns)
+        # The wire keeps every dtype the producer had: to_json writes whole floats as
+        # 1.0 and we decode by JSON type. (FreqTrade's own consumer, through
+        # read_json's guessing, makes rsi_zone int64: tests/interop/README.md.)
+        assert {c: str(t) for c, t in mine.dtypes.items()} == dtypes[pair]
+        common = producer[producer["date"].isin(mine["date"])].reset_index(drop=True)
+        assert len(common) == len(mine), "candles FreqTrade never produced"
+        # FreqTrade's encoder rounds every float to 10 decimals (to_json's default
+        # double_precision) before sending; parsing adds about an ulp. 1e-10 is the
+        # bound (tests/interop/README.md), everything else must be equal.
+        assert_frame_equal(
+            mine, common, check_dtype=False, check_exact=False, rtol=0, atol=1e-10
+        )
+
+
+async def test_it_url_encodes_a_token_freqtrade_s_own_consumer_could_not_send(
+    freqtrade_python, tmp_path
+):
+    """'a&b+c/d' sent raw (as FreqTrade's consumer does) is cut at '&' and refused;
+    our consumer encodes it and the producer's query parser decodes it back."""
+    token = "a&b+c/d"
+    with freqtrade_producer(freqtrade_python, tmp_path, token) as (_, port):
+        url = f"ws://127.0.0.1:{port}/api/v1/message/ws?token="
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url + token):
+                pass
+        assert refused.value.response.status_code == 403
+        async with connect(url + quote(token, safe="")) as ws:  # the control
+            await ws.send('{"type":"whitelist"}')
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["data"] == PAIRS
+        follow = Follow("default", "freqtrade", "127.0.0.1", port, False, token)
+        store = FrameStore()
+        client = ProducerClient(follow, ConsumerSettings(sleep_time=1), store)
+        task = asyncio.create_task(client.run())
+        try:
+            deadline = time.monotonic() + 30
+            while len(store.keys()) < len(PAIRS):
+                assert time.monotonic() < deadline, client.last_error
+                await asyncio.sleep(0.05)
+        finally:
+            await client.close()
+            await asyncio.wait_for(task, 10)
+    assert client.reconnects == 0 and client.last_error is None
+    assert min(len(store.get((p, "5m", "spot"))[0]) for p in PAIRS) >= ROWS
