@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 import pandas as pd
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import process_exception as websockets_process_exception
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from controlplane.hubclient import FatalError, call_api, until_reached, wait_or_stop
+from controlplane.hubclient import FatalError, call_api, until_reached
 from producers import protocol
 from producers.sources import CandleSource, SourceError, build_source
 from producers.strategy import IStrategy, StrategyError, load_strategy
@@ -216,15 +217,17 @@ async def tick(publisher: Publisher, analysis: Analysis) -> None:
 
 
 def process_exception(exc: Exception) -> Exception | None:
-    """Our reconnect rule: a refused handshake (401/403/404) is fatal, else retry."""
+    """Our reconnect rule: a refused handshake (401/403/404) is fatal; everything
+    websockets deems transient (refused or reset connections, a hub that closes
+    while starting, 5xx) is retried with its backoff."""
     if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403, 404):
         return FatalError(
             f"the hub refused the publish socket ({exc.response.status_code}): check "
             "the producer key and that the producer is enabled"
         )
-    if isinstance(exc, (OSError, TimeoutError, InvalidStatus, ConnectionError)):
+    if isinstance(exc, ConnectionError):
         return None
-    return exc
+    return websockets_process_exception(exc)
 
 
 async def sync_definition(
@@ -325,6 +328,33 @@ async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
     return 0
 
 
+async def wait_while_open(
+    ws: ClientConnection, stop: asyncio.Event, seconds: float
+) -> bool:
+    """Sleep up to ``seconds``; True when stop was set.
+
+    Raises ConnectionError as soon as the hub goes away, so a restarted hub gets
+    the history back at once rather than at the next candle close (up to a whole
+    timeframe later).
+    """
+    stopped = asyncio.ensure_future(stop.wait())
+    closed = asyncio.ensure_future(ws.wait_closed())
+    try:
+        await asyncio.wait(
+            {stopped, closed},
+            timeout=max(seconds, 0),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        stopped.cancel()
+        closed.cancel()
+    if stop.is_set():
+        return True
+    if closed.done() and not closed.cancelled():
+        raise ConnectionError(f"the hub closed the connection ({ws.close_code})")
+    return False
+
+
 async def serve(
     ws, config: WorkerConfig, analysis: Analysis, stop: asyncio.Event
 ) -> Analysis:
@@ -334,7 +364,7 @@ async def serve(
     while not stop.is_set():
         # A little past the close, so the source's clock has surely passed it.
         wait = analysis.source.seconds_until_next_close() + 0.02
-        if await wait_or_stop(stop, min(wait, CONFIG_REFRESH_SECONDS)):
+        if await wait_while_open(ws, stop, min(wait, CONFIG_REFRESH_SECONDS)):
             break
         await tick(publisher, analysis)
         if asyncio.get_running_loop().time() - refreshed >= CONFIG_REFRESH_SECONDS:

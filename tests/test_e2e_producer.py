@@ -212,3 +212,41 @@ def test_it_drops_an_oversized_frame_s_connection_and_keeps_serving(stack):
 
     assert asyncio.run(oversized()) in (1009, None)  # None: reset mid-send
     assert asyncio.run(still_served()) == {"type": "whitelist", "data": PAIRS}
+
+
+def test_it_refills_a_restarted_hub_without_waiting_for_a_candle(stack):
+    """The worker notices the hub going away while it waits for the next candle."""
+    slow = stack.python(
+        "import json\nfrom producers.models import FeedToken, Producer\n"
+        f"p = Producer.objects.create(name='slow', pairs={PAIRS!r}, history=200,\n"
+        "    source_options={'seed': 3, 'seconds_per_candle': 600})\n"
+        "print(json.dumps({'key': p.issue_key(), 'token': FeedToken.issue(p)[1]}))"
+    )
+    (stack.tmp / "slow.key").write_text(slow["key"])
+    stack.start_hub()
+    stack.start(
+        "producer",
+        "runproducer",
+        "slow",
+        env={"CANDLECAST_PRODUCER_KEY_FILE": str(stack.tmp / "slow.key")},
+    )
+
+    async def loaded() -> bool:
+        async with connect(f"{stack.feed_url}?token={slow['token']}") as ws:
+            await ws.send('{"type":"analyzed_df","data":{"limit":1,"pair":null}}')
+            replies = [orjson.loads(await ws.recv()) for _ in PAIRS]
+        return all("1970-01-01" not in r["data"]["la"] for r in replies)
+
+    def wait_loaded(timeout: float) -> float:
+        started = time.monotonic()
+        while not asyncio.run(loaded()):
+            assert time.monotonic() - started < timeout, stack.logs()
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+    wait_loaded(30)
+    stack.processes["hub"].kill()
+    stack.processes.pop("hub").wait()
+    stack.start_hub()
+    refilled = wait_loaded(20)  # the next candle is 600 s away
+    print(f"restarted hub refilled {refilled:.1f} s after it answered")
