@@ -1,7 +1,7 @@
 """Admin for consumers: settings, the producers they follow, keys and exports.
 
-The consumer key is shown once, on the page that follows its creation; an external
-bot's ws_token is write-only here. Logic lives on the models.
+The consumer key is shown once, on the page that follows its creation or rotation;
+an external bot's ws_token is write-only here. Logic lives on the models.
 """
 
 from __future__ import annotations
@@ -12,13 +12,28 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
-from consumers.models import ConfigError, Consumer, Follow, validate_ws_token
-from consumers.views import hub_address
-from producers.admin import show_secrets
+from consumers.models import (
+    ConfigError,
+    Consumer,
+    ConsumerKey,
+    Follow,
+    validate_ws_token,
+)
+from controlplane.addresses import hub_address
+from producers.credential_admin import (
+    CredentialAdmin,
+    KeyHolderAdmin,
+    Shown,
+    ask_grace,
+    issue_owner_keys,
+    rotate_owner_keys,
+    show_secrets,
+    when_after,
+)
 
 KEY_HINT = (
-    "Give it to the consumer worker as CANDLECAST_CONSUMER_KEY or "
-    "CANDLECAST_CONSUMER_KEY_FILE."
+    "Give it to the consumer worker as CANDLECAST_CONSUMER_KEY_FILE (a file only it "
+    "can read) or CANDLECAST_CONSUMER_KEY, and restart the worker."
 )
 
 
@@ -71,13 +86,14 @@ class FollowInline(admin.TabularInline):
 
 
 @admin.register(Consumer)
-class ConsumerAdmin(admin.ModelAdmin):
+class ConsumerAdmin(KeyHolderAdmin):
     list_display = ("name", "enabled", "producers_followed", "key_state")
     list_filter = ("enabled",)
     search_fields = ("name",)
-    readonly_fields = ("key_prefix", "created")
+    readonly_fields = ("created", "key_history")
     inlines = [FollowInline]
     actions = [
+        "rotate_consumer_key",
         "issue_consumer_key",
         "export_freqtrade_config",
         "renew_feed_tokens",
@@ -92,24 +108,25 @@ class ConsumerAdmin(admin.ModelAdmin):
     def producers_followed(self, obj: Consumer) -> str:
         return ", ".join(str(f) for f in obj.follows.all()) or "none"
 
-    @admin.display(description="consumer key")
-    def key_state(self, obj: Consumer) -> str:
-        return f"{obj.key_prefix}…" if obj.key_prefix else "none issued"
-
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if not change:  # kept on the object, not on this admin shared by threads
             obj.new_key = obj.issue_key()
 
     def response_add(self, request, obj, post_url_continue=None):
-        return show_secrets(
-            request, "Consumer key", [(obj.name, obj.new_key)], KEY_HINT
-        )
+        name = f"{obj.name}: {obj.current_key()}"
+        shown = Shown(name=name, plaintext=obj.new_key, entry="")
+        return show_secrets(request, "New consumer key", [shown], KEY_HINT)
 
-    @admin.action(description="Issue a new consumer key (replaces the old one)")
+    @admin.action(
+        description="Rotate the consumer key (old one valid for a grace period)"
+    )
+    def rotate_consumer_key(self, request, queryset):
+        return rotate_owner_keys(self, request, queryset, KEY_HINT)
+
+    @admin.action(description="Issue a new consumer key (revokes the old one at once)")
     def issue_consumer_key(self, request, queryset):
-        secrets = [(c.name, c.issue_key()) for c in queryset]
-        return show_secrets(request, "Consumer keys", secrets, KEY_HINT)
+        return issue_owner_keys(request, queryset, KEY_HINT)
 
     @admin.action(description="Export as FreqTrade external_message_consumer config")
     def export_freqtrade_config(self, request, queryset):
@@ -129,12 +146,16 @@ class ConsumerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Rotate the feed tokens of followed producers")
     def renew_feed_tokens(self, request, queryset):
-        n = sum(c.renew_feed_tokens() for c in queryset)
-        self.message_user(
-            request,
-            f"{n} feed token(s) rotated; workers pick them up "
-            "at their next config fetch",
-        )
+        def apply(grace):
+            n = sum(c.renew_feed_tokens(grace) for c in queryset)
+            self.message_user(
+                request,
+                f"{n} feed token(s) rotated; consumer workers read the successors "
+                f"from the config API within 10 s and switch to them; the old "
+                f"tokens stay valid until {when_after(grace)}",
+            )
+
+        return ask_grace(self, request, queryset, "feed tokens", apply)
 
     @admin.action(description="Enable selected consumers")
     def enable(self, request, queryset):
@@ -151,3 +172,18 @@ class ConsumerAdmin(admin.ModelAdmin):
 def export_block(consumer: Consumer, request) -> str:
     document = consumer.freqtrade_config(*hub_address(request))
     return json.dumps(document, indent=4)
+
+
+@admin.register(ConsumerKey)
+class ConsumerKeyAdmin(CredentialAdmin):
+    list_display = ("prefix", "consumer", *CredentialAdmin.list_display[1:])
+    list_select_related = ("consumer",)
+    list_filter = ("consumer",)
+    hint = KEY_HINT
+
+    def issue(self, data: dict) -> tuple[ConsumerKey, str]:
+        return ConsumerKey.mint(
+            consumer=data["consumer"],
+            label=data["label"],
+            expires_at=data["expires_at"],
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import timedelta
 from typing import Literal, TypedDict
 
 from django.core.cache import cache
@@ -21,6 +22,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from producers import tokens
+from producers.credentials import Credential, KeyHolder
 from producers.models import FeedToken, Producer
 
 # FreqTrade's default port for its API server (and so its message websocket).
@@ -122,7 +124,7 @@ def document_version(settings: SettingsDocument, producers: list) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class Consumer(models.Model):
+class Consumer(KeyHolder, models.Model):
     name = models.SlugField(max_length=64, unique=True)
     enabled = models.BooleanField(default=True)
     wait_timeout = models.PositiveIntegerField(
@@ -169,8 +171,6 @@ class Consumer(models.Model):
         ),
         help_text="Seconds: ignore a producer's signals older than this. Empty: off.",
     )
-    key_prefix = models.CharField(max_length=16, blank=True, editable=False)
-    key_digest = models.CharField(max_length=64, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -178,26 +178,6 @@ class Consumer(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    def issue_key(self) -> str:
-        """Mint a new key, replacing the old one; returns the plaintext, once."""
-        minted = tokens.mint(tokens.CONSUMER_KEY)
-        self.key_prefix = minted.prefix
-        self.key_digest = tokens.digest(minted.plaintext, tokens.hmac_key())
-        self.save(update_fields=["key_prefix", "key_digest"])
-        return minted.plaintext
-
-    @classmethod
-    def for_key(cls, plaintext: str) -> Consumer | None:
-        """The consumer whose key this is, or None."""
-        prefix = tokens.prefix_of(plaintext, tokens.CONSUMER_KEY)
-        if prefix is None:
-            return None
-        consumer = cls.objects.filter(key_prefix=prefix).first()
-        key = tokens.hmac_key()
-        if consumer and tokens.matches(plaintext, consumer.key_digest, key):
-            return consumer
-        return None
 
     def ordered_follows(self) -> list[Follow]:
         return list(self.follows.select_related("producer", "feed_token"))
@@ -257,11 +237,15 @@ class Consumer(models.Model):
             }
         }
 
-    def renew_feed_tokens(self) -> int:
-        """Rotate (or re-issue) the feed token of each followed producer of ours."""
+    def renew_feed_tokens(self, grace: timedelta | None = None) -> int:
+        """Rotate (or re-issue) the feed token of each followed producer of ours.
+
+        The old tokens stay valid for ``grace`` (default: settings), long enough for
+        the worker to read the successors from the config API and switch.
+        """
         follows = [f for f in self.ordered_follows() if f.producer is not None]
         for follow in follows:
-            follow.renew_feed_token()
+            follow.renew_feed_token(grace)
         return len(follows)
 
     @property
@@ -275,6 +259,24 @@ class Consumer(models.Model):
 
     def last_status(self) -> StoredStatus | None:
         return cache.get(self.status_cache_key)
+
+
+class ConsumerKey(Credential):
+    """A consumer worker's credential for the config and status API."""
+
+    ROLE = tokens.CONSUMER_KEY
+    KIND = NOUN = "consumer key"
+
+    consumer = models.ForeignKey(
+        Consumer, on_delete=models.CASCADE, related_name="keys"
+    )
+
+    @property
+    def owner(self) -> Consumer:
+        return self.consumer
+
+    def successor_fields(self) -> dict:
+        return {"consumer": self.consumer, "label": self.label}
 
 
 class Follow(models.Model):
@@ -406,10 +408,10 @@ class Follow(models.Model):
         valid = [t for t in self._token_chain() if t.is_valid(now)]
         return valid[-1] if valid else None
 
-    def renew_feed_token(self) -> None:
+    def renew_feed_token(self, grace: timedelta | None = None) -> None:
         current = self.current_feed_token()
         if current is not None:
-            current.rotate()
+            current.rotate(grace)
             return
         self._retire_feed_token()  # revoked or expired: start a new chain
         self.save()

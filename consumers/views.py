@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import TypedDict
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.http.request import split_domain_port
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from consumers.models import ConfigError, Consumer
+from consumers.models import ConfigError, Consumer, ConsumerKey
+from controlplane.addresses import hub_address
 from controlplane.auth import bearer, throttle
 from producers import tokens
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 STATUS_BODY_LIMIT = 256 * 1024
 KEY_HINT = (
     "the admin shows a consumer key once, when the consumer is created or with the "
-    "action 'Issue a new consumer key'"
+    "actions 'Rotate the consumer key' and 'Issue a new consumer key'"
 )
 TAKES_KEY = "the consumer API takes the consumer's own key (ccc_…)"
 
@@ -51,20 +51,23 @@ def error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-def hub_address(request: HttpRequest) -> tuple[str, int, bool]:
-    """This hub as the client reached it: host, port and whether over TLS."""
-    secure = request.is_secure()
-    host, port = split_domain_port(request.get_host())
-    return host, int(port) if port else (443 if secure else 80), secure
+def wrong_credential(key: str, reason: str = "") -> str:
+    """Why a presented credential is refused, naming only public parts.
 
-
-def wrong_credential(key: str) -> str:
-    """Why a presented credential is not a consumer key, naming only public parts."""
+    ``reason``: ConsumerKey.objects.authenticate's, for a key of ours.
+    """
     if tokens.prefix_of(key, tokens.PRODUCER_KEY):
         return f"this is a producer key; {TAKES_KEY}"
     if tokens.prefix_of(key, tokens.FEED_TOKEN):
         return f"this is a feed token; {TAKES_KEY}"
     prefix = tokens.prefix_of(key, tokens.CONSUMER_KEY)
+    if prefix and reason.endswith(ConsumerKey.State.REVOKED):
+        return f"consumer key {prefix}… was revoked (or replaced): {KEY_HINT}"
+    if prefix and reason.endswith(ConsumerKey.State.EXPIRED):
+        return (
+            f"consumer key {prefix}… expired (after a rotation: its grace period "
+            f"ended; give the worker the newest key): {KEY_HINT}"
+        )
     if prefix:
         return f"unknown consumer key {prefix}… (replaced or deleted?): {KEY_HINT}"
     return f"not a candlecast consumer key: {KEY_HINT}"
@@ -84,11 +87,15 @@ def authenticate(request: HttpRequest) -> Consumer | JsonResponse:
         return error(
             401, f"send the consumer key as 'Authorization: Bearer <key>'; {KEY_HINT}"
         )
-    consumer = Consumer.for_key(key)
-    if consumer is None:
+    found, reason = ConsumerKey.objects.select_related("consumer").authenticate(key)
+    if found is None:
         throttle.failed(address)
-        logger.warning("consumer API: refused a credential from %s", address)
-        return error(403, wrong_credential(key))
+        logger.warning(
+            "consumer API: refused a credential from %s: %s", address, reason
+        )
+        return error(403, wrong_credential(key, reason))
+    found.record_use(address)
+    consumer = found.consumer
     if not consumer.enabled:
         return error(
             403, f"consumer {consumer.name} is disabled: enable it in the admin"

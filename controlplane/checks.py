@@ -25,6 +25,22 @@ def check_candlecast_settings(app_configs, **kwargs):
                 id="candlecast.E002",
             )
         )
+    if not 0 <= settings.CANDLECAST_TOKEN_GRACE_SECONDS <= 30 * 86400:
+        problems.append(
+            Error(
+                "CANDLECAST_TOKEN_GRACE_SECONDS must be from 0 to 2592000 (30 days): "
+                "how long a rotated token or key stays valid.",
+                id="candlecast.E003",
+            )
+        )
+    if settings.CANDLECAST_TOKEN_RECHECK_SECONDS < 1:
+        problems.append(
+            Error(
+                "CANDLECAST_TOKEN_RECHECK_SECONDS must be at least 1: each feed "
+                "socket re-reads its token this often.",
+                id="candlecast.E004",
+            )
+        )
     if settings.CHANNEL_CAPACITY < 1000:
         problems.append(
             Warning(

@@ -1,7 +1,8 @@
-"""Log redaction: no secret ever reaches a log line.
+"""Redaction: no secret ever reaches a log line or an error page.
 
 FreqTrade consumers put their feed token in the query string, so any line that
-quotes a request path (access logs, error reports) passes through this filter.
+quotes a request path (access logs, error reports) passes through this filter, and
+Django's error page (DEBUG) and error reports pass through the reporter below.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import logging
 import re
 
+from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
+
 _NAMES = r"(?:ws_token|token|key)"
+_SECRET_NAME = re.compile(rf"^{_NAMES}$", re.IGNORECASE)
 _QUERY_SECRET = re.compile(rf"((?:^|[?&;\s]){_NAMES}=[\"']?)[^&\s\"']*", re.IGNORECASE)
 _JSON_SECRET = re.compile(rf"(\"{_NAMES}\"\s*:\s*\")[^\"]*", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)[^\s\"']+", re.IGNORECASE)
@@ -39,3 +43,31 @@ class RedactSecretsFilter(logging.Filter):
                 logging.Formatter().formatException(record.exc_info)
             )
         return True
+
+
+class RedactingReporterFilter(SafeExceptionReporterFilter):
+    """Django's filter hides settings and headers by name; this also redacts the
+    query string and the request URI in request.META."""
+
+    def get_safe_request_meta(self, request) -> dict:
+        meta = super().get_safe_request_meta(request)
+        return {k: redact(v) if isinstance(v, str) else v for k, v in meta.items()}
+
+
+class RedactingExceptionReporter(ExceptionReporter):
+    """Error pages and reports without tokens: the URL, GET parameters, the
+    exception's message and each frame's variables are redacted too."""
+
+    def get_traceback_data(self) -> dict:
+        data = super().get_traceback_data()
+        for frame in data.get("frames", []):
+            frame["vars"] = [(k, redact(v)) for k, v in frame.get("vars", [])]
+        if "request_GET_items" in data:
+            data["request_GET_items"] = [
+                (k, "[redacted]" if _SECRET_NAME.match(k) else redact(v))
+                for k, v in data["request_GET_items"]
+            ]
+        for name in ("request_insecure_uri", "exception_value"):
+            if isinstance(data.get(name), str):
+                data[name] = redact(data[name])
+        return data

@@ -1,6 +1,7 @@
-"""Admin for producers and feed tokens: define producers, issue keys and tokens.
+"""Admin for producers, their keys and their feed tokens.
 
-Secrets are shown once, on the page that follows their creation, and never again.
+Secrets are shown once, on the page that follows their creation, and never again;
+rotation and revocation follow producers.credential_admin.
 """
 
 from __future__ import annotations
@@ -9,10 +10,25 @@ import re
 
 from django import forms
 from django.contrib import admin
-from django.template.response import TemplateResponse
-from django.utils import timezone
 
-from producers.models import FeedToken, Producer, validate_pairs
+from producers.credential_admin import (
+    CredentialAdmin,
+    KeyHolderAdmin,
+    freqtrade_entry,
+    issue_owner_keys,
+    rotate_owner_keys,
+)
+from producers.models import FeedToken, Producer, ProducerKey, validate_pairs
+
+KEY_HINT = (
+    "Give it to the producer worker as CANDLECAST_PRODUCER_KEY_FILE (a file only it "
+    "can read) or CANDLECAST_PRODUCER_KEY, and restart the worker."
+)
+TOKEN_HINT = (
+    "Give each to the consumer it was issued for: an external FreqTrade bot takes "
+    "it as ws_token (the entry above); our consumer workers read theirs from the "
+    "config API, nothing to do."
+)
 
 
 class PairsField(forms.CharField):
@@ -41,7 +57,7 @@ class ProducerForm(forms.ModelForm):
 
 
 @admin.register(Producer)
-class ProducerAdmin(admin.ModelAdmin):
+class ProducerAdmin(KeyHolderAdmin):
     form = ProducerForm
     list_display = (
         "name",
@@ -54,27 +70,22 @@ class ProducerAdmin(admin.ModelAdmin):
     )
     list_filter = ("enabled", "source", "candle_type")
     search_fields = ("name",)
-    readonly_fields = ("key_prefix", "created")
-    actions = ["issue_producer_key", "enable", "disable"]
+    readonly_fields = ("created", "key_history")
+    actions = ["rotate_producer_key", "issue_producer_key", "enable", "disable"]
 
     @admin.display(description="pairs")
     def pair_count(self, obj: Producer) -> int:
         return len(obj.pairs)
 
-    @admin.display(description="producer key")
-    def key_state(self, obj: Producer) -> str:
-        return f"{obj.key_prefix}…" if obj.key_prefix else "none issued"
+    @admin.action(
+        description="Rotate the producer key (old one valid for a grace period)"
+    )
+    def rotate_producer_key(self, request, queryset):
+        return rotate_owner_keys(self, request, queryset, KEY_HINT)
 
-    @admin.action(description="Issue a new producer key (replaces the old one)")
+    @admin.action(description="Issue a new producer key (revokes the old one at once)")
     def issue_producer_key(self, request, queryset):
-        secrets = [(p.name, p.issue_key()) for p in queryset]
-        return show_secrets(
-            request,
-            "Producer keys",
-            secrets,
-            "Give each to its producer worker as "
-            "CANDLECAST_PRODUCER_KEY or CANDLECAST_PRODUCER_KEY_FILE.",
-        )
+        return issue_owner_keys(request, queryset, KEY_HINT)
 
     @admin.action(description="Enable selected producers")
     def enable(self, request, queryset):
@@ -88,11 +99,28 @@ class ProducerAdmin(admin.ModelAdmin):
         self.message_user(request, f"{n} producer(s) disabled")
 
 
+@admin.register(ProducerKey)
+class ProducerKeyAdmin(CredentialAdmin):
+    list_display = ("prefix", "producer", *CredentialAdmin.list_display[1:])
+    list_select_related = ("producer",)
+    list_filter = ("producer",)
+    hint = KEY_HINT
+
+    def issue(self, data: dict) -> tuple[ProducerKey, str]:
+        return ProducerKey.mint(
+            producer=data["producer"],
+            label=data["label"],
+            expires_at=data["expires_at"],
+        )
+
+
 class FeedTokenForm(forms.ModelForm):
     for_worker = forms.BooleanField(
         required=False,
-        help_text="Issued to a candlecast consumer worker: the config API hands it "
-        "out, so it is also stored encrypted. Leave off for external FreqTrade bots.",
+        label="For a candlecast consumer worker",
+        help_text="Leave off for an external FreqTrade bot. On: the config API may "
+        "hand it to our workers, so it is also stored encrypted (consumers get "
+        "theirs automatically when they follow this producer).",
     )
 
     class Meta:
@@ -101,77 +129,48 @@ class FeedTokenForm(forms.ModelForm):
 
 
 @admin.register(FeedToken)
-class FeedTokenAdmin(admin.ModelAdmin):
+class FeedTokenAdmin(CredentialAdmin):
     form = FeedTokenForm
     list_display = (
         "prefix",
         "producer",
         "label",
+        "issued_for",
         "state_display",
         "created",
         "expires_at",
-        "last_used_at",
-        "last_used_address",
+        "last_used",
     )
     list_select_related = ("producer",)
     list_filter = ("producer",)
-    search_fields = ("prefix", "label")
-    readonly_fields = (
-        "prefix",
-        "created",
-        "revoked_at",
-        "last_used_at",
-        "last_used_address",
-        "successor",
+    readonly_fields = ("issued_for", *CredentialAdmin.readonly_fields)
+    hint = TOKEN_HINT
+    revoked = (
+        "refused from now on; their live connections are closed on every hub process"
     )
-    actions = ["revoke"]
 
-    def get_form(self, request, obj=None, **kwargs):
-        if obj is not None:  # editing: the secret-bearing choices are fixed
-            kwargs["fields"] = ["label", "expires_at"]
-        return super().get_form(request, obj, **kwargs)
+    @admin.display(description="for")
+    def issued_for(self, obj: FeedToken) -> str:
+        return "consumer worker" if obj.for_worker else "FreqTrade bot"
 
-    @admin.display(description="state")
-    def state_display(self, obj: FeedToken) -> str:
-        return FeedToken.State(obj.state()).label
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            return super().save_model(request, obj, form, change)
-        token, obj.plaintext_shown_once = FeedToken.issue(
-            form.cleaned_data["producer"],
-            form.cleaned_data["label"],
-            for_worker=form.cleaned_data["for_worker"],
-            expires_at=form.cleaned_data["expires_at"],
-        )
-        # The admin's history entry is written from obj: give it the token's identity.
-        obj.pk, obj.prefix, obj.created = token.pk, token.prefix, token.created
-
-    def response_add(self, request, obj, post_url_continue=None):
-        token = FeedToken.objects.get(pk=obj.pk)
-        return show_secrets(
-            request,
-            "Feed token",
-            [(str(token), obj.plaintext_shown_once)],
-            f"Give it to the consumer of producer {token.producer}.",
+    def issue(self, data: dict) -> tuple[FeedToken, str]:
+        return FeedToken.issue(
+            data["producer"],
+            data["label"],
+            for_worker=data["for_worker"],
+            expires_at=data["expires_at"],
         )
 
-    @admin.action(description="Revoke selected tokens")
-    def revoke(self, request, queryset):
-        n = queryset.filter(revoked_at=None).update(revoked_at=timezone.now())
-        self.message_user(request, f"{n} token(s) revoked")
+    def entry(self, request, credential: FeedToken, plaintext: str) -> str:
+        return "" if credential.for_worker else freqtrade_entry(request, plaintext)
 
-
-def show_secrets(request, title: str, secrets: list[tuple[str, str]], hint: str):
-    """The one page that ever shows these plaintexts."""
-    return TemplateResponse(
-        request,
-        "admin/producers/secrets_shown_once.html",
-        {
-            "title": title,
-            "secrets": secrets,
-            "hint": hint,
-            "site_header": admin.site.site_header,
-            "has_permission": True,
-        },
-    )
+    def hint_for(self, credential: FeedToken) -> str:
+        if credential.for_worker:
+            return (
+                f"Give it to the consumer of producer {credential.producer}: the "
+                "config API hands it to our consumer workers."
+            )
+        return (
+            f"Give it to the consumer of producer {credential.producer}. For a "
+            "FreqTrade bot, paste the entry above into its config."
+        )

@@ -1,21 +1,24 @@
-"""Producers and their feed tokens.
+"""Producers, their workers' keys and their feed tokens.
 
 A producer is the definition a producer worker runs (pairs, timeframe, strategy,
-candle source); a feed token is the secret a consumer presents to the feed, and it
-selects the producer whose frames that consumer receives.
+candle source); a producer key is that worker's credential; a feed token is the secret
+a consumer presents to the feed, and it selects the producer whose frames that
+consumer receives. Their shared lifecycle lives in producers.credentials.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
-from producers import tokens
+from producers import groups, tokens
+from producers.credentials import Credential, CredentialQuerySet, KeyHolder
 from producers.timeframes import CANDLE_TYPES, timeframe_seconds
 
 PAIR = re.compile(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)?$")
@@ -50,7 +53,7 @@ def validate_strategy_path(value: str) -> None:
         )
 
 
-class Producer(models.Model):
+class Producer(KeyHolder, models.Model):
     class Source(models.TextChoices):
         SYNTHETIC = "synthetic", "Synthetic random walk"
         FILES = "files", "FreqTrade data files (download-data)"
@@ -84,8 +87,6 @@ class Producer(models.Model):
     history = models.PositiveIntegerField(
         default=1500, help_text="Candles loaded and analysed when the worker starts."
     )
-    key_prefix = models.CharField(max_length=16, blank=True, editable=False)
-    key_digest = models.CharField(max_length=64, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -94,32 +95,29 @@ class Producer(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def issue_key(self) -> str:
-        """Mint a new producer key, replacing the old one; returns its plaintext."""
-        minted = tokens.mint(tokens.PRODUCER_KEY)
-        self.key_prefix = minted.prefix
-        self.key_digest = tokens.digest(minted.plaintext, tokens.hmac_key())
-        self.save(update_fields=["key_prefix", "key_digest"])
-        return minted.plaintext
-
-    @classmethod
-    def for_key(cls, plaintext: str) -> Producer | None:
-        """The producer whose key this is, or None."""
-        prefix = tokens.prefix_of(plaintext, tokens.PRODUCER_KEY)
-        if prefix is None:
-            return None
-        producer = cls.objects.filter(key_prefix=prefix).first()
-        if producer and tokens.matches(
-            plaintext, producer.key_digest, tokens.hmac_key()
-        ):
-            return producer
-        return None
-
     def stream_keys(self) -> list[tuple[str, str, str]]:
         return [(pair, self.timeframe, self.candle_type) for pair in self.pairs]
 
 
-class FeedTokenQuerySet(models.QuerySet):
+class ProducerKey(Credential):
+    """A producer worker's credential for the publish socket and its config."""
+
+    ROLE = tokens.PRODUCER_KEY
+    KIND = NOUN = "producer key"
+
+    producer = models.ForeignKey(
+        Producer, on_delete=models.CASCADE, related_name="keys"
+    )
+
+    @property
+    def owner(self) -> Producer:
+        return self.producer
+
+    def successor_fields(self) -> dict:
+        return {"producer": self.producer, "label": self.label}
+
+
+class FeedTokenQuerySet(CredentialQuerySet):
     def authenticate(
         self, plaintext: str, now: datetime | None = None
     ) -> tuple[FeedToken | None, str]:
@@ -127,62 +125,28 @@ class FeedTokenQuerySet(models.QuerySet):
 
         The reason names the token only by its public prefix.
         """
-        prefix = tokens.prefix_of(plaintext, tokens.FEED_TOKEN)
-        if prefix is None:
-            return None, "not a candlecast feed token"
-        token = self.select_related("producer").filter(prefix=prefix).first()
-        if token is None or not tokens.matches(
-            plaintext, token.digest, tokens.hmac_key()
-        ):
-            return None, f"unknown token {prefix}"
-        state = token.state(now)
-        if state in (FeedToken.State.REVOKED, FeedToken.State.EXPIRED):
-            return None, f"token {prefix} is {state}"
-        if not token.producer.enabled:
+        token, reason = CredentialQuerySet.authenticate(
+            self.select_related("producer"), plaintext, now
+        )
+        if token is not None and not token.producer.enabled:
             return None, f"producer {token.producer.name} is disabled"
-        return token, ""
+        return token, reason
 
 
-class FeedToken(models.Model):
-    class State(models.TextChoices):
-        ACTIVE = "active", "active"
-        GRACE = "grace", "in grace"
-        EXPIRED = "expired", "expired"
-        REVOKED = "revoked", "revoked"
+class FeedToken(Credential):
+    """The secret a consumer presents to the feed; it selects the producer."""
+
+    ROLE = tokens.FEED_TOKEN
+    KIND = "feed token"
+    NOUN = "token"
 
     producer = models.ForeignKey(
         Producer, on_delete=models.CASCADE, related_name="tokens"
     )
-    label = models.CharField(
-        max_length=100,
-        blank=True,
-        help_text="Who uses it: a bot, a consumer, a person.",
-    )
-    prefix = models.CharField(max_length=16, unique=True, editable=False)
-    digest = models.CharField(max_length=64, editable=False)
     # Only for tokens handed to our consumer workers by the config API.
     ciphertext = models.TextField(blank=True, editable=False)
-    created = models.DateTimeField(default=timezone.now, editable=False)
-    expires_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    last_used_address = models.CharField(max_length=64, blank=True, editable=False)
-    successor = models.OneToOneField(
-        "self",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="predecessor",
-        editable=False,
-    )
 
     objects = FeedTokenQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-created"]
-
-    def __str__(self) -> str:
-        return f"{self.prefix}… ({self.label or 'no label'})"
 
     @classmethod
     def issue(
@@ -193,60 +157,51 @@ class FeedToken(models.Model):
         for_worker: bool = False,
         expires_at: datetime | None = None,
     ) -> tuple[FeedToken, str]:
-        """Create a token; returns it with its plaintext, which exists only now."""
-        minted = tokens.mint(tokens.FEED_TOKEN)
-        token = cls.objects.create(
-            producer=producer,
-            label=label,
-            prefix=minted.prefix,
-            digest=tokens.digest(minted.plaintext, tokens.hmac_key()),
-            ciphertext=(
-                tokens.encrypt(minted.plaintext, tokens.fernet_key())
-                if for_worker
-                else ""
-            ),
-            expires_at=expires_at,
-        )
-        return token, minted.plaintext
+        """Create a token; returns it with its plaintext, which exists only now.
 
-    def rotate(self, grace: timedelta | None = None) -> tuple[FeedToken, str]:
-        """Issue a successor; this token stays valid for the grace period."""
-        if grace is None:
-            grace = timedelta(seconds=settings.CANDLECAST_TOKEN_GRACE_SECONDS)
-        successor, plaintext = FeedToken.issue(
-            self.producer, self.label, for_worker=bool(self.ciphertext)
+        ``for_worker``: for a candlecast consumer worker, which receives it through
+        the config API, so it is also kept encrypted.
+        """
+        return cls.mint(
+            producer=producer, label=label, expires_at=expires_at, encrypt=for_worker
         )
-        end = timezone.now() + grace
-        self.expires_at = min(self.expires_at, end) if self.expires_at else end
-        self.successor = successor
-        self.save(update_fields=["expires_at", "successor"])
-        return successor, plaintext
 
-    def revoke(self) -> None:
-        if self.revoked_at is None:
-            self.revoked_at = timezone.now()
-            self.save(update_fields=["revoked_at"])
+    @property
+    def owner(self) -> Producer:
+        return self.producer
+
+    @property
+    def for_worker(self) -> bool:
+        return bool(self.ciphertext)
+
+    def successor_fields(self) -> dict:
+        return {
+            "producer": self.producer,
+            "label": self.label,
+            "encrypt": self.for_worker,
+        }
 
     def plaintext_for_worker(self) -> str:
         if not self.ciphertext:
             raise ValueError(f"feed token {self.prefix} was not issued for a worker")
         return tokens.decrypt(self.ciphertext, tokens.fernet_key())
 
-    def state(self, now: datetime | None = None) -> str:
-        now = now or timezone.now()
-        if self.revoked_at is not None:
-            return self.State.REVOKED
-        if self.expires_at is not None and self.expires_at <= now:
-            return self.State.EXPIRED
-        if self.successor_id is not None:
-            return self.State.GRACE
-        return self.State.ACTIVE
+    ### Live connections, on every hub process
 
-    def is_valid(self, now: datetime | None = None) -> bool:
-        return self.state(now) in (self.State.ACTIVE, self.State.GRACE)
-
-    def record_use(self, address: str) -> None:
-        now = timezone.now()
-        FeedToken.objects.filter(pk=self.pk).update(
-            last_used_at=now, last_used_address=address[:64]
+    def revoked(self) -> None:
+        groups.close_feed_sockets(
+            self.producer.name, [self.pk], f"token {self.prefix}… was revoked"
         )
+
+    def expiry_changed(self) -> None:
+        groups.reschedule_feed_sockets(self.producer.name, [self.pk], self.expires_at)
+
+
+@receiver(post_delete, sender=FeedToken)
+def _close_sockets_of_a_deleted_token(sender, instance: FeedToken, **kwargs) -> None:
+    producer = Producer.objects.filter(pk=instance.producer_id).first()
+    if producer is None:  # deleted with its producer: the sockets' re-check ends them
+        return
+    groups.close_feed_sockets(
+        producer.name, [instance.pk], f"token {instance.prefix}… was deleted"
+    )

@@ -4,14 +4,19 @@ creating consumers and follows, keys shown once, write-only ws_tokens, actions."
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+import time_machine
+from django.utils import timezone
 
-from consumers.models import Consumer, Follow
+from consumers.models import Consumer, ConsumerKey, Follow
 from producers.models import FeedToken
 
 ADD = "/admin/consumers/consumer/add/"
 CHANGELIST = "/admin/consumers/consumer/"
+KEYS = "/admin/consumers/consumerkey/"
+CONFIG = "/api/v1/consumer/config"
 KEY = re.compile(r"ccc_[A-Za-z0-9_-]{40,}")
 
 
@@ -203,12 +208,19 @@ def test_it_reports_an_export_it_cannot_make(admin_client, bob):
 
 def test_it_rotates_feed_tokens_with_the_action(admin_client, bob):
     old = bob.follows.get().feed_token
-    admin_client.post(
-        CHANGELIST, {"action": "renew_feed_tokens", "_selected_action": [bob.pk]}
+    action = {"action": "renew_feed_tokens", "_selected_action": [bob.pk]}
+    asked = admin_client.post(CHANGELIST, action).content.decode()
+    assert 'name="grace"' in asked and 'value="01:00:00"' in asked
+    old.refresh_from_db()
+    assert old.successor is None  # nothing happens before the grace is given
+    response = admin_client.post(
+        CHANGELIST, {**action, "apply": "Rotate", "grace": "120"}, follow=True
     )
+    assert "1 feed token(s) rotated" in response.content.decode()
     old.refresh_from_db()
     assert old.successor is not None
     assert old.state() == FeedToken.State.GRACE
+    assert abs((old.expires_at - old.successor.created).total_seconds() - 120) < 5
 
 
 def test_it_disables_and_enables_consumers(admin_client, bob):
@@ -219,3 +231,68 @@ def test_it_disables_and_enables_consumers(admin_client, bob):
     )
     assert Consumer.objects.get().enabled
     assert "1 consumer(s) enabled" in response.content.decode()
+
+
+### consumer keys: rotation, revocation, history
+
+
+def config_status(client, key: str) -> tuple[int, str]:
+    response = client.get(CONFIG, HTTP_AUTHORIZATION=f"Bearer {key}")
+    return response.status_code, response.json().get("error", "")
+
+
+def test_it_rotates_a_consumer_key_with_a_grace_period(admin_client, bob, client):
+    old = bob.issue_key()
+    action = {"action": "rotate_consumer_key", "_selected_action": [bob.pk]}
+    assert 'name="grace"' in admin_client.post(CHANGELIST, action).content.decode()
+    response = admin_client.post(CHANGELIST, {**action, "apply": "1", "grace": "90"})
+    page = response.content.decode()
+    new = KEY.search(page).group()
+    assert "only time it is shown" in page and "stay valid until" in page
+    assert config_status(client, new)[0] == 200
+    assert config_status(client, old)[0] == 200  # within the grace period
+    with time_machine.travel(timezone.now() + timedelta(seconds=91)):
+        status, error = config_status(client, old)
+        assert status == 403
+        assert f"consumer key {old[:12]}… expired" in error
+        assert config_status(client, new)[0] == 200
+
+
+def test_it_revokes_a_consumer_key_and_the_api_refuses_it(admin_client, bob, client):
+    key = bob.issue_key()
+    row = ConsumerKey.objects.get(revoked_at=None)
+    response = admin_client.post(
+        KEYS, {"action": "revoke", "_selected_action": [row.pk]}, follow=True
+    )
+    assert "1 consumer key(s) revoked" in response.content.decode()
+    status, error = config_status(client, key)
+    assert status == 403
+    assert error.startswith(f"consumer key {key[:12]}… was revoked")
+
+
+def test_it_shows_the_key_history_on_the_consumer_page(admin_client, bob):
+    first = bob.issue_key()
+    bob.rotate_key()
+    page = admin_client.get(change_url(bob)).content.decode()
+    newest = bob.current_key()
+    assert first[:12] in page and newest.prefix in page
+    assert "in grace" in page and "active" in page
+    assert first not in page
+
+
+def test_it_records_key_steps_in_the_consumer_s_history(admin_client, bob, admin_user):
+    action = {"action": "rotate_consumer_key", "_selected_action": [bob.pk]}
+    admin_client.post(CHANGELIST, {**action, "apply": "1", "grace": "60"})
+    key = bob.current_key()
+    history = admin_client.get(f"{change_url(bob)[:-7]}history/").content.decode()
+    assert f"Issued consumer key {key.prefix}…" in history
+    assert admin_user.username in history
+
+
+def test_it_records_the_feed_token_a_new_follow_gets(admin_client, producer):
+    admin_client.post(ADD, form_data(follows=[{"producer": producer.pk}]))
+    token = Follow.objects.get().feed_token
+    history = admin_client.get(
+        f"/admin/producers/feedtoken/{token.pk}/history/"
+    ).content.decode()
+    assert f"Issued feed token {token.prefix}… (consumer bob (default))" in history

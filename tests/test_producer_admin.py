@@ -4,13 +4,19 @@ and outsiders sent to the login page."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
+from datetime import timedelta
 
 import pytest
-from django.contrib.admin.models import LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.auth.models import User
+from django.contrib.contenttypes.models import ContentType
+from django.test import Client
+from django.utils import timezone
 
-from producers.models import FeedToken, Producer
+from producers.models import FeedToken, Producer, ProducerKey
 
 PRODUCERS = "/admin/producers/producer/"
 ADD_PRODUCER = "/admin/producers/producer/add/"
@@ -60,6 +66,30 @@ def page(response) -> str:
     return response.content.decode()
 
 
+def history(obj):
+    """The admin's history entries of one object, oldest first."""
+    kind = ContentType.objects.get_for_model(obj)
+    return LogEntry.objects.filter(content_type=kind, object_id=str(obj.pk)).order_by(
+        "pk"
+    )
+
+
+def history_url(obj) -> str:
+    meta = obj._meta
+    return f"/admin/{meta.app_label}/{meta.model_name}/{obj.pk}/history/"
+
+
+def rotate(client, url: str, name: str, rows, grace: str, **extra):
+    """The rotate action's second step: the grace period submitted."""
+    data = {
+        "action": name,
+        "_selected_action": [row.pk for row in rows],
+        "apply": "Rotate",
+        "grace": grace,
+    }
+    return client.post(url, data, **extra)
+
+
 ### producers
 
 
@@ -105,7 +135,7 @@ def test_it_shows_a_new_producer_key_once(admin_client, producer):
     listing = page(admin_client.get(PRODUCERS))
     assert key not in later and key not in listing
     assert producer.key_prefix in later
-    assert f"{producer.key_prefix}…" in listing
+    assert f"{producer.key_prefix}… (active)" in listing
 
 
 def test_it_replaces_the_old_producer_key(admin_client, producer, producer_key):
@@ -136,11 +166,37 @@ def test_it_shows_a_new_feed_token_once(admin_client, producer):
     assert response.status_code == 200
     assert "only time it is shown" in page(response)
     assert "Give it to the consumer of producer alpha." in page(response)
+    assert "no-store" in response["Cache-Control"]  # never from a browser's cache
+    assert f'href="{TOKENS}">Back to the list' in page(response)
     plaintext = FEED_TOKEN.search(page(response)).group()
     token = FeedToken.objects.get(label="bot two")
     assert FeedToken.objects.authenticate(plaintext) == (token, "")
     assert token.producer == producer
     assert token.ciphertext == ""
+
+
+def test_it_gives_a_bot_the_ready_to_paste_freqtrade_entry(admin_client, producer):
+    response = admin_client.post(
+        ADD_TOKEN, token_form(producer), HTTP_HOST="localhost:8123"
+    )
+    plaintext = FEED_TOKEN.search(page(response)).group()
+    [entry] = re.findall(
+        r'<pre class="freqtrade-entry">(.*?)</pre>', page(response), re.S
+    )
+    assert json.loads(html.unescape(entry)) == {
+        "name": "default",
+        "host": "localhost",
+        "port": 8123,
+        "secure": False,
+        "ws_token": plaintext,
+    }
+    assert 'class="copy"' in page(response)
+
+
+def test_it_gives_no_freqtrade_entry_for_a_worker_token(admin_client, producer):
+    response = admin_client.post(ADD_TOKEN, token_form(producer, for_worker="on"))
+    assert "freqtrade-entry" not in page(response)
+    assert "the config API hands it to our consumer workers" in page(response)
 
 
 def test_it_never_shows_a_feed_token_again(admin_client, producer):
@@ -149,9 +205,9 @@ def test_it_never_shows_a_feed_token_again(admin_client, producer):
     token = FeedToken.objects.get(label="bot two")
     listing = page(admin_client.get(TOKENS))
     change = page(admin_client.get(change_url(TOKENS, token.pk)))
-    for html in (listing, change):
-        assert plaintext not in html
-        assert token.prefix in html
+    for html_page in (listing, change):
+        assert plaintext not in html_page
+        assert token.prefix in html_page
     assert token.ciphertext not in change
 
 
@@ -161,10 +217,22 @@ def test_it_keeps_a_token_for_a_worker_encrypted(admin_client, producer):
     assert FeedToken.objects.get(label="bot two").plaintext_for_worker() == plaintext
 
 
-def test_it_names_an_added_token_by_its_prefix_in_the_admin_log(admin_client, producer):
+def test_it_names_an_added_token_by_its_prefix_in_the_admin_history(
+    admin_client, producer, admin_user
+):
     admin_client.post(ADD_TOKEN, token_form(producer))
     token = FeedToken.objects.get(label="bot two")
-    assert LogEntry.objects.get().object_repr == str(token)
+    entry = history(token).get()
+    assert (entry.object_repr, entry.user, entry.action_flag) == (
+        str(token),
+        admin_user,
+        ADDITION,
+    )
+    message = f"Issued feed token {token.prefix}… (bot two) for producer alpha"
+    assert entry.get_change_message() == message
+    assert history(producer).get().get_change_message() == message
+    for obj in (token, producer):
+        assert message in page(admin_client.get(history_url(obj)))
 
 
 def test_it_stores_the_expiry_given_on_the_add_page(admin_client, producer):
@@ -207,11 +275,192 @@ def test_it_keeps_the_first_revocation_time(admin_client, feed_token):
     assert FeedToken.objects.get().revoked_at == first
 
 
-def test_it_shows_token_states_in_the_list(admin_client, feed_token, charlie):
+def test_it_shows_token_states_in_the_list(admin_client, feed_token, charlie, producer):
     feed_token[1].rotate()
     charlie[1].revoke()
-    html = page(admin_client.get(TOKENS))
-    assert "in grace" in html and "revoked" in html and "active" in html
+    FeedToken.issue(producer, expires_at=timezone.now() - timedelta(seconds=1))
+    listing = page(admin_client.get(TOKENS))
+    for state in ("in grace", "revoked", "active", "expired"):
+        assert f'<td class="field-state_display">{state}</td>' in listing
+
+
+### rotation and revocation of feed tokens
+
+
+def test_it_asks_for_the_grace_period_before_rotating(
+    admin_client, feed_token, settings
+):
+    settings.CANDLECAST_TOKEN_GRACE_SECONDS = 5400
+    _, token = feed_token
+    response = action(admin_client, TOKENS, "rotate", token)
+    form = page(response)
+    assert 'name="grace"' in form and 'value="01:30:00"' in form
+    assert 'name="csrfmiddlewaretoken"' in form
+    assert f'name="_selected_action" value="{token.pk}"' in form
+    token.refresh_from_db()
+    assert token.successor is None  # nothing is rotated before the grace is given
+
+
+def test_it_rotates_with_the_grace_given_and_shows_the_successor_once(
+    admin_client, feed_token, admin_user
+):
+    old_plaintext, token = feed_token
+    before = timezone.now()
+    response = rotate(admin_client, TOKENS, "rotate", [token], "00:10:00")
+    assert "only time it is shown" in page(response)
+    new_plaintext = FEED_TOKEN.search(page(response)).group()
+    token.refresh_from_db()
+    successor = token.successor
+    assert FeedToken.objects.authenticate(new_plaintext) == (successor, "")
+    assert FeedToken.objects.authenticate(old_plaintext) == (token, "")  # in grace
+    grace = (token.expires_at - before).total_seconds()
+    assert 600 <= grace < 605
+    assert f"successor of {token.prefix}…" in page(response)
+    assert "freqtrade-entry" in page(response)  # a bot's token: paste it again
+    entry = history(token).last()
+    assert entry.action_flag == CHANGE and entry.user == admin_user
+    assert entry.get_change_message().startswith(
+        f"Rotated feed token {token.prefix}…: successor {successor.prefix}…; "
+        f"{token.prefix}… stays valid until "
+    )
+    assert (
+        history(successor)
+        .get()
+        .get_change_message()
+        .startswith(f"Issued feed token {successor.prefix}…")
+    )
+    listing = page(admin_client.get(TOKENS))
+    assert new_plaintext not in listing and "in grace" in listing
+
+
+def test_it_refuses_a_negative_grace_period(admin_client, feed_token):
+    _, token = feed_token
+    response = rotate(admin_client, TOKENS, "rotate", [token], "-00:00:05")
+    assert "A grace period cannot be negative." in page(response)
+    token.refresh_from_db()
+    assert token.successor is None
+
+
+def test_it_says_why_it_does_not_rotate_a_revoked_token(admin_client, feed_token):
+    _, token = feed_token
+    token.revoke()
+    response = rotate(admin_client, TOKENS, "rotate", [token], "60", follow=True)
+    assert f"Not rotated: feed token {token.prefix}… is revoked: issue a new" in (
+        page(response)
+    )
+    assert FeedToken.objects.count() == 1
+
+
+def test_it_records_a_revocation_in_the_history(admin_client, feed_token, admin_user):
+    _, token = feed_token
+    action(admin_client, TOKENS, "revoke", token)
+    entry = history(token).get()
+    assert (entry.user, entry.get_change_message()) == (
+        admin_user,
+        f"Revoked feed token {token.prefix}…",
+    )
+    assert f"Revoked feed token {token.prefix}…" in page(
+        admin_client.get(history_url(token.producer))
+    )
+
+
+def test_it_records_an_expiry_edited_on_the_change_page(admin_client, feed_token):
+    _, token = feed_token
+    form = token_form(
+        token.producer, expires_at_0="2030-01-02", expires_at_1="03:04:05"
+    )
+    admin_client.post(change_url(TOKENS, token.pk), form)
+    token.refresh_from_db()
+    assert token.expires_at.isoformat() == "2030-01-02T03:04:05+00:00"
+    messages = [e.get_change_message() for e in history(token)]
+    assert (
+        f"Set the expiry of feed token {token.prefix}… to 2030-01-02 03:04:05 UTC"
+        in (messages)
+    )
+
+
+def test_it_shows_when_and_from_where_a_token_was_last_used(admin_client, feed_token):
+    _, token = feed_token
+    token.record_use("203.0.113.7")
+    assert "from 203.0.113.7" in page(admin_client.get(TOKENS))
+
+
+def test_it_keeps_every_plaintext_off_later_pages(admin_client, producer):
+    """After the page that shows it, no page of the admin shows a secret again."""
+    first = admin_client.post(ADD_TOKEN, token_form(producer, for_worker="on"))
+    token = FeedToken.objects.get()
+    rotated = rotate(admin_client, TOKENS, "rotate", [token], "60")
+    keyed = action(admin_client, PRODUCERS, "issue_producer_key", producer)
+    secrets = [
+        *FEED_TOKEN.findall(page(first) + page(rotated)),
+        PRODUCER_KEY.search(page(keyed)).group(),
+    ]
+    token.refresh_from_db()
+    key = ProducerKey.objects.get()
+    urls = [TOKENS, PRODUCERS, "/admin/producers/producerkey/", "/admin/"]
+    urls += [change_url(TOKENS, t.pk) for t in FeedToken.objects.all()]
+    urls += [change_url(PRODUCERS, producer.pk), history_url(token), history_url(key)]
+    for url in urls:
+        html_page = page(admin_client.get(url))
+        assert not [s for s in secrets if s in html_page], url
+        assert token.ciphertext not in html_page
+
+
+### producer keys
+
+
+def test_it_rotates_a_producer_key_with_a_grace_period(
+    admin_client, producer, producer_key
+):
+    response = rotate(admin_client, PRODUCERS, "rotate_producer_key", [producer], "300")
+    new_key = PRODUCER_KEY.search(page(response)).group()
+    assert Producer.for_key(new_key) == producer
+    assert Producer.for_key(producer_key) == producer  # until the grace ends
+    old = ProducerKey.objects.get(prefix=producer_key[:12])
+    assert old.state() == ProducerKey.State.GRACE
+    later = page(admin_client.get(change_url(PRODUCERS, producer.pk)))
+    assert old.prefix in later and new_key[:12] in later and "in grace" in later
+    assert new_key not in later
+
+
+def test_it_revokes_a_producer_key_in_its_list(admin_client, producer, producer_key):
+    key = ProducerKey.objects.get()
+    response = action(
+        admin_client, "/admin/producers/producerkey/", "revoke", key, follow=True
+    )
+    assert "1 producer key(s) revoked" in page(response)
+    assert Producer.for_key(producer_key) is None
+    assert "none issued" in page(admin_client.get(PRODUCERS))
+
+
+def test_it_issues_a_producer_key_on_its_add_page(admin_client, producer):
+    response = admin_client.post(
+        "/admin/producers/producerkey/add/",
+        {
+            "producer": producer.pk,
+            "label": "vps",
+            "expires_at_0": "",
+            "expires_at_1": "",
+        },
+    )
+    key = PRODUCER_KEY.search(page(response)).group()
+    assert Producer.for_key(key) == producer
+    assert ProducerKey.objects.get().label == "vps"
+
+
+### CSRF
+
+
+def test_it_refuses_an_action_without_the_csrf_token(admin_user, feed_token):
+    plaintext, token = feed_token
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    response = action(client, TOKENS, "revoke", token)
+    assert response.status_code == 403
+    response = rotate(client, TOKENS, "rotate", [token], "60")
+    assert response.status_code == 403
+    assert FeedToken.objects.authenticate(plaintext) == (token, "")
+    assert token.successor is None and FeedToken.objects.count() == 1
 
 
 ### outsiders
