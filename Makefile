@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FREQTRADE_VENV ?= .venv-freqtrade
 export FREQTRADE_VENV
 
-.PHONY: run test test-embedded test-scaleout lint bench
+.PHONY: run test test-embedded test-scaleout lint bench bench-status browser
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,3 +35,12 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_frames.py
+
+# What the status page costs the hub, with 100 pairs.
+bench-status: $(VENV)/.installed
+	$(PY) benchmarks/bench_status.py
+
+# The status page's browser test needs Debian's Chromium (as root; .ci/run does it).
+browser:
+	test -x /usr/bin/chromium || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }

@@ -45,6 +45,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "controlplane.middleware.status_reports",
 ]
 
 ROOT_URLCONF = "controlplane.urls"
@@ -89,10 +90,20 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 
+# Production (README, "Production settings"): the hub behind a TLS proxy.
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Behind a reverse proxy (TLS): runhub takes the client's address, port and scheme
+# from X-Forwarded-For/-Port/-Proto, so throttling counts each client, not the proxy,
+# and requests that came over TLS are secure. Only behind a proxy that sets them.
+CANDLECAST_PROXY_HEADERS = env_bool("CANDLECAST_PROXY_HEADERS", False)
+# Error pages (DEBUG) and error reports hide query-string tokens too.
+DEFAULT_EXCEPTION_REPORTER = "controlplane.logs.RedactingExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "controlplane.logs.RedactingReporterFilter"
 
 ### Channel layer and shared state
 
@@ -144,8 +155,13 @@ else:
 CANDLECAST_MESSAGE_SIZE_LIMIT_MB = env_int("CANDLECAST_MESSAGE_SIZE_LIMIT_MB", 8)
 # How many analysed rows the hub keeps per stream key (FreqTrade serves 1500).
 CANDLECAST_SNAPSHOT_ROWS = env_int("CANDLECAST_SNAPSHOT_ROWS", 1500)
-# Grace period of a rotated token, in seconds.
+# Grace period of a rotated token or key, in seconds (the admin asks at each rotation,
+# with this as the default).
 CANDLECAST_TOKEN_GRACE_SECONDS = env_int("CANDLECAST_TOKEN_GRACE_SECONDS", 3600)
+# Revocations and expiry changes reach live feed sockets through the channel layer at
+# once; each socket also re-reads its token this often, in case such a message was
+# lost (the layer was down, or the change came from a process without Redis).
+CANDLECAST_TOKEN_RECHECK_SECONDS = env_int("CANDLECAST_TOKEN_RECHECK_SECONDS", 60)
 # Failed feed handshakes from one address within the window before it is refused
 # without any check.
 CANDLECAST_AUTH_FAILURES_PER_WINDOW = env_int("CANDLECAST_AUTH_FAILURES_PER_WINDOW", 20)
@@ -153,6 +169,12 @@ CANDLECAST_AUTH_WINDOW_SECONDS = env_int("CANDLECAST_AUTH_WINDOW_SECONDS", 60)
 # Key for the tokens the config API hands to our workers (Fernet, urlsafe base64 of
 # 32 bytes). Empty: derived from SECRET_KEY.
 CANDLECAST_ENCRYPTION_KEY = env_secret("CANDLECAST_ENCRYPTION_KEY", "")
+# The status page marks a consumer offline after this long without a status report
+# (its worker reports every 10 s).
+CANDLECAST_CONSUMER_OFFLINE_SECONDS = env_int("CANDLECAST_CONSUMER_OFFLINE_SECONDS", 30)
+# Read-only bearer token for /status.json and /metrics (scripts, Prometheus). Empty:
+# only staff sessions may read them.
+CANDLECAST_STATUS_TOKEN = env_secret("CANDLECAST_STATUS_TOKEN", "")
 
 LOGGING = {
     "version": 1,

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from controlplane import views as status_views
 from producers import views as producer_views
 
 urlpatterns = [
@@ -13,4 +14,8 @@ urlpatterns = [
         producer_views.producer_config,
         name="producer-config",
     ),
+    path("status/", status_views.status_page, name="status"),
+    path("status.json", status_views.status_json, name="status-json"),
+    path("status/chart.json", status_views.chart_json, name="status-chart"),
+    path("metrics", status_views.metrics_view, name="metrics"),
 ]

@@ -2,29 +2,38 @@
 
 A feed token selects the producer. Requests are answered from the hub's snapshots
 (replies cached per key and limit); broadcasts arrive from the channel layer already
-encoded, one layer message per tick, and are only forwarded here.
+encoded, one layer message per tick, and are only forwarded here. A socket lives only
+as long as its token: it is closed when the token is revoked (a layer message, from
+any hub process) and at the moment it expires (a timer the layer can reschedule).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+from datetime import datetime
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.utils import timezone
 
+from controlplane import status
 from controlplane.auth import scope_address, scope_token, throttle
 from producers import protocol
-from producers.groups import feed_group
+from producers.groups import ExpiryMessage, RevokeMessage, feed_group
 from producers.models import FeedToken
 from producers.snapshots import SnapshotStoreUnavailable, get_store
 
 logger = logging.getLogger(__name__)
 
 VALID_TOPICS = frozenset(protocol.MESSAGE_TYPES)
-# Close code for a token revoked or expired while connected (application range).
+# Close codes (application range) for a token that stopped being valid while
+# connected. FreqTrade clients reconnect after any close; the next handshake is
+# refused with HTTP 403, which they back off from.
 CLOSE_TOKEN_REVOKED = 4001
+CLOSE_TOKEN_EXPIRED = 4002
 
 
 class FeedSocket(AsyncWebsocketConsumer):
@@ -34,19 +43,32 @@ class FeedSocket(AsyncWebsocketConsumer):
         self.address = scope_address(self.scope)
         self.subscriptions: frozenset[str] = frozenset()
         if throttle.blocked(self.address):
+            status.handshake_refused("throttled")
             await self.close()  # before accept: Daphne answers HTTP 403
             return
         token, reason = await self._resolve(scope_token(self.scope, allow_query=True))
         if token is None:
             throttle.failed(self.address)
+            status.handshake_refused("credentials")
             logger.warning("feed: refused %s: %s", self.address, reason)
             await self.close()
             return
-        self.token, self.producer = token, token.producer
-        self.group = feed_group(self.producer.name)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        if not await self._join(token):
+            await self.close()
+            return
         await self.accept()
-        self.rejoin = asyncio.create_task(self._keep_group())
+        self.link = status.feed_connected(
+            self.producer.name,
+            self.channel_name,
+            label=token.label or f"token {token.prefix}…",
+            address=self.address,
+            token_id=token.pk,
+        )
+        self.token_changed = asyncio.Event()
+        self.tasks = [
+            asyncio.create_task(self._keep_group()),
+            asyncio.create_task(self._watch_token()),
+        ]
         logger.info(
             "feed: %s connected to %s with token %s",
             self.address,
@@ -57,7 +79,9 @@ class FeedSocket(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.token is None:
             return
-        self.rejoin.cancel()
+        status.feed_disconnected(self.producer.name, self.channel_name)
+        for task in self.tasks:
+            task.cancel()
         await self.channel_layer.group_discard(self.group, self.channel_name)
         logger.info(
             "feed: %s left %s (code %s)", self.address, self.producer.name, code
@@ -80,19 +104,24 @@ class FeedSocket(AsyncWebsocketConsumer):
 
     async def feed_broadcast(self, event: dict) -> None:
         """Forward one tick's frames, already encoded, in the subscribed types."""
+        sent = size = 0
         for kind, text in event["messages"]:
             if kind in self.subscriptions:
                 await self.send(text)
+                sent += 1
+                size += len(text)
+        self.link.delivered(event, sent, size)
 
-    async def feed_revoke(self, event: dict) -> None:
+    async def feed_revoke(self, event: RevokeMessage) -> None:
         if self.token is not None and self.token.pk in event["token_ids"]:
-            logger.info(
-                "feed: closing %s: token %s %s",
-                self.address,
-                self.token.prefix,
-                event["reason"],
-            )
-            await self.close(code=CLOSE_TOKEN_REVOKED, reason=event["reason"])
+            await self._end(CLOSE_TOKEN_REVOKED, event["reason"])
+
+    async def feed_expiry(self, event: ExpiryMessage) -> None:
+        """The token's expiry changed (a rotation, an edit): re-plan the close."""
+        if self.token is not None and self.token.pk in event["token_ids"]:
+            expires_at = event["expires_at"]
+            self.expires_at = datetime.fromisoformat(expires_at) if expires_at else None
+            self.token_changed.set()
 
     ### Requests
 
@@ -112,7 +141,9 @@ class FeedSocket(AsyncWebsocketConsumer):
         self.subscriptions = frozenset(request.topics)
 
     async def _on_whitelist(self, request: protocol.Request) -> None:
-        await self.send(protocol.whitelist_message(await self._whitelist()))
+        text = protocol.whitelist_message(await self._whitelist())
+        await self.send(text)
+        self.link.replied(len(text))
 
     async def _on_analyzed_df(self, request: protocol.Request) -> None:
         pairs = [request.pair] if request.pair else await self._whitelist()
@@ -127,6 +158,7 @@ class FeedSocket(AsyncWebsocketConsumer):
             )
             text = await store.analyzed_df_reply(key, request.limit)
             if len(text) > limit_bytes:
+                self.link.refused_oversize()
                 await self.send(
                     protocol.exception_message(
                         f"The {pair} frame is {len(text) / 2**20:.1f} MiB, over the "
@@ -136,12 +168,29 @@ class FeedSocket(AsyncWebsocketConsumer):
                 )
                 continue
             await self.send(text)
+            self.link.replied(len(text))
 
     ### Helpers
 
     async def _whitelist(self) -> list[str]:
         pairs = await get_store().whitelist(self.producer.name)
         return list(self.producer.pairs) if pairs is None else pairs
+
+    async def _join(self, token: FeedToken) -> bool:
+        """Join the producer's group; False if the token ended meanwhile."""
+        self.token, self.producer = token, token.producer
+        self.expires_at: datetime | None = token.expires_at
+        self.group = feed_group(self.producer.name)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        # A revocation committed after _resolve but before group_add was sent before
+        # this socket could hear it: read the token once more, now that it listens.
+        ended = await self._recheck()
+        if ended is None:
+            return True
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        logger.warning("feed: refused %s: %s", self.address, ended[1])
+        self.token = None
+        return False
 
     async def _keep_group(self) -> None:
         # Layer groups expire (24 h by default): re-join well before that so a
@@ -151,6 +200,47 @@ class FeedSocket(AsyncWebsocketConsumer):
             await asyncio.sleep(interval)
             await self.channel_layer.group_add(self.group, self.channel_name)
 
+    async def _watch_token(self) -> None:
+        """Close this socket when its token expires, and re-read the token now and
+        then: a layer message can be lost (Redis down, a change made elsewhere)."""
+        while True:
+            delay = settings.CANDLECAST_TOKEN_RECHECK_SECONDS * random.uniform(0.8, 1.2)
+            if self.expires_at is not None:
+                delay = min(delay, (self.expires_at - timezone.now()).total_seconds())
+            woken = await _wait(self.token_changed, delay)
+            self.token_changed.clear()
+            if woken:
+                continue  # the expiry moved: plan again
+            ended = self._expired() or await self._recheck()
+            if ended is not None:
+                await self._end(*ended)
+                return
+
+    def _expired(self) -> tuple[int, str] | None:
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return CLOSE_TOKEN_EXPIRED, f"token {self.token.prefix}… expired"
+        return None
+
+    async def _end(self, code: int, reason: str) -> None:
+        logger.info("feed: closing %s (code %s): %s", self.address, code, reason)
+        await self.close(code=code, reason=reason)
+
+    @database_sync_to_async
+    def _recheck(self) -> tuple[int, str] | None:
+        """The close code and reason if the token stopped being valid, else None."""
+        prefix = self.token.prefix
+        row = (
+            FeedToken.objects.filter(pk=self.token.pk)
+            .values("revoked_at", "expires_at")
+            .first()
+        )
+        if row is None:
+            return CLOSE_TOKEN_REVOKED, f"token {prefix}… was deleted"
+        if row["revoked_at"] is not None:
+            return CLOSE_TOKEN_REVOKED, f"token {prefix}… was revoked"
+        self.expires_at = row["expires_at"]
+        return self._expired()
+
     @database_sync_to_async
     def _resolve(self, plaintext: str | None) -> tuple[FeedToken | None, str]:
         if not plaintext:
@@ -159,3 +249,12 @@ class FeedSocket(AsyncWebsocketConsumer):
         if token is not None:
             token.record_use(self.address)
         return token, reason
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; True when it was set."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout=max(seconds, 0))
+    except TimeoutError:
+        return False
+    return True

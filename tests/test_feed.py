@@ -13,6 +13,7 @@ from django.utils import timezone
 from pandas.testing import assert_frame_equal
 
 from producers import protocol, snapshots
+from producers.models import FeedToken
 from tests.feeds import (
     analysed_frame,
     feed,
@@ -391,3 +392,143 @@ async def test_it_keeps_a_subscriber_past_the_layer_s_group_expiry(
     assert (await receive(socket))["data"]["key"][0] == "BTC/USDT"
     await socket.disconnect()
     await worker.disconnect()
+
+
+### A socket lives only as long as its token
+
+
+async def closed(socket, timeout: float = 3) -> dict:
+    """The close the socket received (fails if it stays open ``timeout`` s)."""
+    return await socket.receive_output(timeout=timeout)
+
+
+async def test_it_closes_the_sockets_of_a_token_revoked_by_the_model(
+    feed_token, charlie, producer
+):
+    plaintext, token = feed_token
+    header, _ = await feed(plaintext, bearer=True)
+    query, _ = await feed(plaintext)
+    bystander, _ = await feed(charlie[0])
+    await sync_to_async(token.revoke)()
+    reason = f"token {token.prefix}… was revoked"
+    for socket in (header, query):
+        assert await closed(socket) == {
+            "type": "websocket.close",
+            "code": 4001,
+            "reason": reason,
+        }
+    assert await bystander.receive_nothing(timeout=0.2)
+    assert not (await feed(plaintext))[1]  # and the next handshake is refused
+    await bystander.disconnect()
+
+
+async def test_it_closes_the_sockets_of_a_token_revoked_in_the_admin(
+    feed_token, admin_user
+):
+    from django.test import Client
+
+    plaintext, token = feed_token
+    socket, _ = await feed(plaintext)
+
+    def revoke_in_the_admin():
+        client = Client()
+        client.force_login(admin_user)
+        action = {"action": "revoke", "_selected_action": [token.pk]}
+        return client.post("/admin/producers/feedtoken/", action, follow=True)
+
+    response = await sync_to_async(revoke_in_the_admin)()
+    assert "1 token(s) revoked" in response.content.decode()
+    assert (await closed(socket))["code"] == 4001
+
+
+async def test_it_closes_a_socket_at_the_moment_its_token_expires(producer):
+    expires_at = timezone.now() + timedelta(seconds=1.5)
+    token, plaintext = await sync_to_async(FeedToken.issue)(
+        producer, "short-lived", expires_at=expires_at
+    )
+    socket, connected = await feed(plaintext)
+    assert connected
+    output = await closed(socket)
+    late = (timezone.now() - expires_at).total_seconds()
+    assert output == {
+        "type": "websocket.close",
+        "code": 4002,
+        "reason": f"token {token.prefix}… expired",
+    }
+    assert 0 <= late < 0.5
+
+
+async def test_it_closes_a_rotated_token_s_sockets_when_the_grace_ends(feed_token):
+    plaintext, token = feed_token
+    socket, _ = await feed(plaintext)
+    successor, new_plaintext = await sync_to_async(token.rotate)(timedelta(seconds=1))
+    assert await socket.receive_nothing(timeout=0.5)  # still within the grace
+    assert (await closed(socket))["code"] == 4002
+    fresh, connected = await feed(new_plaintext)
+    assert connected
+    await fresh.disconnect()
+
+
+async def test_it_closes_at_once_when_the_expiry_is_moved_into_the_past(feed_token):
+    plaintext, token = feed_token
+    socket, _ = await feed(plaintext)
+    await sync_to_async(token.set_expiry)(timezone.now() - timedelta(seconds=1))
+    assert (await closed(socket, timeout=1))["code"] == 4002
+
+
+async def test_it_keeps_the_socket_when_the_expiry_moves_later(feed_token):
+    plaintext, token = feed_token
+    await sync_to_async(token.set_expiry)(timezone.now() + timedelta(seconds=0.8))
+    socket, _ = await feed(plaintext)
+    await sync_to_async(token.set_expiry)(timezone.now() + timedelta(hours=1))
+    assert await socket.receive_nothing(timeout=1.5)
+    await socket.disconnect()
+
+
+async def test_it_closes_the_sockets_of_a_deleted_token(feed_token):
+    plaintext, token = feed_token
+    socket, _ = await feed(plaintext)
+    await sync_to_async(token.delete)()
+    output = await closed(socket)
+    assert (output["code"], output["reason"]) == (
+        4001,
+        f"token {token.prefix}… was deleted",
+    )
+
+
+async def test_it_finds_a_revocation_whose_message_was_lost(feed_token, settings):
+    """A revocation written without a layer message (another process, Redis down)
+    is found by the socket's periodic re-check."""
+    settings.CANDLECAST_TOKEN_RECHECK_SECONDS = 0.5
+    plaintext, token = feed_token
+    socket, _ = await feed(plaintext)
+    await FeedToken.objects.filter(pk=token.pk).aupdate(revoked_at=timezone.now())
+    assert (await closed(socket))["code"] == 4001
+
+
+async def test_it_refuses_a_token_revoked_while_its_handshake_ran(
+    feed_token, monkeypatch
+):
+    """Revoked after the token check, before the socket joined its group: the
+    layer message went to nobody, so the socket looks once more before accepting."""
+    plaintext, token = feed_token
+
+    def revoked_meanwhile(self, address=None):
+        FeedToken.objects.filter(pk=self.pk).update(revoked_at=timezone.now())
+
+    monkeypatch.setattr(FeedToken, "record_use", revoked_meanwhile)
+    socket, connected = await feed(plaintext)
+    assert not connected
+
+
+async def test_it_throttles_the_feed_and_says_so_once_per_window(
+    feed_token, settings, caplog
+):
+    settings.CANDLECAST_AUTH_FAILURES_PER_WINDOW = 2
+    for _ in range(2):
+        assert not (await feed("ccf_wrongwrongwrongwrongwrong"))[1]
+    for _ in range(3):
+        assert not (await feed(feed_token[0]))[1]  # refused before any check
+    throttled = [r for r in caplog.records if "throttling" in r.getMessage()]
+    assert len(throttled) == 1
+    assert "2 failed handshakes within 60 s" in throttled[0].getMessage()

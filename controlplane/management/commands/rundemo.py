@@ -24,6 +24,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from consumers.models import Consumer, Follow
+from producers.credentials import acting_as
 from producers.models import FeedToken, Producer
 
 DEMO_PAIRS = [
@@ -65,10 +66,11 @@ class Command(BaseCommand):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
         password = self.ensure_admin()
-        producer = self.ensure_producer()
-        key_path = self.ensure_producer_key(producer)
-        token = self.ensure_feed_token(producer)
-        consumer, consumer_key_path = self.ensure_consumer(producer)
+        with acting_as(None, via="manage.py rundemo"):
+            producer = self.ensure_producer()
+            key_path = self.ensure_producer_key(producer)
+            token = self.ensure_feed_token(producer)
+            consumer, consumer_key_path = self.ensure_consumer(producer)
         self.banner(port, password, token, producer, consumer)
         self.supervise(port, producer, key_path, consumer, consumer_key_path)
 
@@ -154,6 +156,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"\ncandlecast demo\n"
             f"  admin:     {base}/admin/   (log in as admin / {password})\n"
+            f"  status:    {base}/status/  (live status page, same login)\n"
             f"  feed:      ws://127.0.0.1:{port}/api/v1/message/ws\n"
             f"  ws_token:  {token}\n"
             f"  producer:  {producer.name}: {len(producer.pairs)} pairs, "

@@ -2,7 +2,8 @@
 
 Unlike `runserver`, the WebSocket size limits follow the project's message size
 limit (Daphne's 1 MiB default also applies to outgoing frames and kills a socket
-with 1011), and the access log passes through the secret-redacting filter.
+with 1011), the access log passes through the secret-redacting filter, and a
+socket closed by the application carries its close reason to the client.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.management.base import BaseCommand
@@ -41,6 +43,31 @@ def access_log(protocol: str, action: str, details: dict) -> None:
         logger.info("WebSocket %s %s [%s]", action, path, client)
 
 
+class ReasonedWebSocketProtocol(WebSocketProtocol):
+    """Daphne 4.2 drops the ``reason`` of an application's websocket.close; a feed
+    socket closed for a revoked or expired token must say so to the client."""
+
+    def handle_reply(self, message: dict) -> None:
+        if message.get("type") == "websocket.close" and (
+            self.state != self.STATE_CONNECTING  # else: refuse with HTTP 403
+        ):
+            reason = message.get("reason") or None  # truncated to 123 bytes
+            self.sendClose(code=message.get("code") or 1000, reason=reason)
+            return
+        super().handle_reply(message)
+
+
+def proxy_headers() -> dict[str, str]:
+    """Daphne's options to trust a reverse proxy (CANDLECAST_PROXY_HEADERS)."""
+    if not settings.CANDLECAST_PROXY_HEADERS:
+        return {}
+    return {
+        "proxy_forwarded_address_header": "X-Forwarded-For",
+        "proxy_forwarded_port_header": "X-Forwarded-Port",
+        "proxy_forwarded_proto_header": "X-Forwarded-Proto",
+    }
+
+
 class Command(BaseCommand):
     help = "Run the candlecast hub (Daphne): admin, API, feed and publish sockets."
 
@@ -53,6 +80,7 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, **options):
         from controlplane.asgi import application
 
+        WebSocketFactory.protocol = ReasonedWebSocketProtocol
         limit = settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB << 20
         logger.info(
             "hub listening on http://%s:%s (message size limit %d MiB, %s)",
@@ -73,5 +101,6 @@ class Command(BaseCommand):
             ping_interval=20,
             ping_timeout=30,
             application_close_timeout=5,
+            **proxy_headers(),
         ).run()
         logger.info("hub stopped")

@@ -1,0 +1,197 @@
+"""The producers' part of the status snapshot: worker heartbeat, pairs, subscribers.
+
+A producer is offline when no worker holds a publish socket, late when it stopped
+publishing, and a pair stale when it falls behind the producer's newest candle or
+no candle came for two candle intervals on the producer's own clock.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from controlplane import statusdocs
+from controlplane.wording import duration, interval_words, iso_ms
+from producers.models import Producer
+from producers.timeframes import timeframe_seconds
+
+# A producer is late, and a pair stale, after two candle intervals without a candle;
+# never sooner than this, so a fast demo clock does not flicker.
+MIN_LATE_SECONDS = 15.0
+
+
+class PairRow(TypedDict):
+    pair: str
+    last_candle: str | None  # the newest candle's open time, ISO 8601 UTC
+    rows: int
+    received: float | None  # when the hub stored it, epoch seconds
+    la: float | None  # when the producer analysed it
+    state: str  # ok | stale | waiting
+    reason: str
+
+
+class SubscriberRow(TypedDict):
+    id: str
+    who: str  # the consumer's name, else the feed token's label
+    consumer: str | None
+    address: str
+    since: float
+
+
+class ProducerRow(TypedDict):
+    name: str
+    enabled: bool
+    timeframe: str
+    candle_type: str
+    interval: float  # seconds between candles on the producer's clock
+    fast_clock: bool
+    state: str  # online | late | offline | disabled
+    reason: str
+    worker: str | None  # the connected producer worker's address
+    worker_since: float | None
+    last_publish: float | None
+    newest_candle: str | None
+    last_analysis: float | None
+    minute: dict[str, int]  # counts within the last minute
+    totals: dict[str, int]  # since the hub processes started
+    pairs: list[PairRow]
+    subscribers: list[SubscriberRow]
+
+
+def candle_interval(producer: Producer) -> float:
+    """Seconds between candles as the worker produces them (a demo clock runs fast)."""
+    options = (
+        producer.source_options if isinstance(producer.source_options, dict) else {}
+    )
+    fast = options.get("seconds_per_candle")
+    if isinstance(fast, int | float) and fast > 0:
+        return float(fast)
+    return float(timeframe_seconds(producer.timeframe))
+
+
+def late_after(interval: float) -> float:
+    return max(2 * interval, MIN_LATE_SECONDS)
+
+
+def producer_row(
+    producer: Producer,
+    doc: statusdocs.ProducerDoc | None,
+    owners: dict[int, str],
+    now: float,
+) -> ProducerRow:
+    doc = doc or statusdocs.empty_producer()
+    interval = candle_interval(producer)
+    state, reason = producer_state(producer, doc, interval, now)
+    pairs = pair_rows(producer, doc, interval, now)
+    newest = max((d["last"] for d in doc["pairs"].values()), default=None)
+    worker = max(doc["publishers"], key=lambda s: s["since"], default=None)
+    return {
+        "name": producer.name,
+        "enabled": producer.enabled,
+        "timeframe": producer.timeframe,
+        "candle_type": producer.candle_type,
+        "interval": interval,
+        "fast_clock": interval != timeframe_seconds(producer.timeframe),
+        "state": state,
+        "reason": reason,
+        "worker": worker["address"] if worker else None,
+        "worker_since": worker["since"] if worker else None,
+        "last_publish": doc["last_publish"],
+        "newest_candle": iso_ms(newest),
+        "last_analysis": max((d["la"] for d in doc["pairs"].values()), default=None),
+        "minute": doc["minute"],
+        "totals": doc["totals"],
+        "pairs": pairs,
+        "subscribers": subscriber_rows(doc, owners),
+    }
+
+
+def producer_state(
+    producer: Producer, doc: statusdocs.ProducerDoc, interval: float, now: float
+) -> tuple[str, str]:
+    last = doc["last_publish"]
+    if not producer.enabled:
+        return "disabled", "disabled in the admin"
+    if not doc["publishers"]:
+        if last is None:
+            return "offline", "no producer worker has connected since the hub started"
+        return "offline", (
+            f"no producer worker connected; last publish {duration(now - last)} ago"
+        )
+    if last is None:
+        return "online", "connected, publishing its history"
+    if now - last > late_after(interval):
+        return "late", (
+            f"its worker is connected but published nothing for {duration(now - last)}"
+            f"; a candle is due {interval_words(interval)}"
+        )
+    return "online", ""
+
+
+def pair_rows(
+    producer: Producer, doc: statusdocs.ProducerDoc, interval: float, now: float
+) -> list[PairRow]:
+    # The definition's pairs only: one removed from it keeps its rows in the hub
+    # but is no longer published, and is no one's concern.
+    pairs = list(producer.pairs)
+    newest = max(
+        (doc["pairs"][p]["last"] for p in pairs if p in doc["pairs"]), default=None
+    )
+    step_ms = timeframe_seconds(producer.timeframe) * 1000
+    rows = []
+    for pair in pairs:
+        found = doc["pairs"].get(pair)
+        state, reason = pair_state(found, newest, step_ms, interval, now)
+        rows.append(
+            {
+                "pair": pair,
+                "last_candle": iso_ms(found["last"]) if found else None,
+                "rows": found["rows"] if found else 0,
+                "received": found["received"] if found else None,
+                "la": found["la"] if found else None,
+                "state": state,
+                "reason": reason,
+            }
+        )
+    return rows
+
+
+def pair_state(
+    found: statusdocs.PairDoc | None,
+    newest: int | None,
+    step_ms: int,
+    interval: float,
+    now: float,
+) -> tuple[str, str]:
+    if found is None:
+        return "waiting", "no candle received yet"
+    behind = (newest - found["last"]) // step_ms if newest is not None else 0
+    if behind >= 1:
+        return "stale", (
+            f"{behind} candle{'s' if behind > 1 else ''} behind the producer's "
+            f"newest ({iso_ms(newest)[:16].replace('T', ' ')})"
+        )
+    age = now - found["received"]
+    if age > late_after(interval):
+        return "stale", (
+            f"no new candle for {duration(age)}; one is due {interval_words(interval)}"
+        )
+    return "ok", ""
+
+
+def subscriber_rows(
+    doc: statusdocs.ProducerDoc, owners: dict[int, str]
+) -> list[SubscriberRow]:
+    rows = []
+    for s in sorted(doc["subscribers"], key=lambda s: s["since"]):
+        consumer = owners.get(s["token_id"]) if s["token_id"] is not None else None
+        who = consumer or s["label"] or "unlabelled feed token"
+        rows.append(
+            {
+                "id": s["id"],
+                "who": who,
+                "consumer": consumer,
+                "address": s["address"],
+                "since": s["since"],
+            }
+        )
+    return rows
