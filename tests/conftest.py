@@ -57,6 +57,10 @@ def _clean_hub_state(settings):
         caches = copy.deepcopy(settings.CACHES)
         caches["default"]["KEY_PREFIX"] = prefix
         settings.CACHES = caches
+    else:
+        from django.core.cache import cache
+
+        cache.clear()  # process-local memory; with Redis the prefix isolates instead
     snapshots.reset_store()
     channel_layers.backends.clear()
     throttle.reset()

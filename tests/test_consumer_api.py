@@ -32,13 +32,6 @@ REPORT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _empty_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
 @pytest.fixture
 def bob(producer) -> tuple[str, Consumer]:
     """A consumer following producer alpha; plaintext key and row."""
