@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from websockets.asyncio.client import connect  # noqa: E402
 
 from producers import protocol  # noqa: E402
+from tests import processes  # noqa: E402
 from tests.processes import ROOT, Stack  # noqa: E402
 
 MIB = 1 << 20
@@ -300,18 +301,13 @@ def consumer_steady(
 
 
 def freqtrade_python() -> str:
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "freqtrade-venv")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if done.returncode != 0:
+    try:
+        return processes.freqtrade_python()
+    except RuntimeError as exc:
         raise BenchError(
-            "cannot build FreqTrade's venv (scripts/freqtrade-venv); run it by hand "
-            f"to see why, or pass --skip-freqtrade:\n{done.stderr[-2000:]}"
-        )
-    return done.stdout.strip().splitlines()[-1]
+            f"{exc}\nrun scripts/freqtrade-venv by hand to see why, or pass "
+            "--skip-freqtrade"
+        ) from None
 
 
 def run_freqtrade(

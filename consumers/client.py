@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode
 
 from consumers.frames import FULL_FRAME_ROWS, FrameStore, Key, Missing, Stored
+from controlplane.hubclient import wait_or_stop
 from producers import protocol
 from producers.timeframes import CANDLE_TYPES, timeframe_seconds
 
@@ -149,15 +150,6 @@ def _jitter(delay: float) -> float:
     return delay * random.uniform(0.8, 1.2)
 
 
-async def wait_event(event: asyncio.Event, seconds: float) -> bool:
-    """Wait up to ``seconds`` for ``event``; True when it was set."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout=max(seconds, 0))
-    except TimeoutError:
-        return False
-    return True
-
-
 class LoadProgress:
     """Says how far the initial frames of one link have loaded, at most every second.
 
@@ -272,7 +264,7 @@ class ProducerClient:
                 self.backoff.reset()
             else:
                 logger.info("%s: reconnecting in %.1f s", self.name, delay)
-            await wait_event(self._wake, delay)
+            await wait_or_stop(self._wake, delay)
 
     async def close(self, code: int = CloseCode.GOING_AWAY) -> None:
         """Stop following; the live link, if any, is closed with ``code``."""

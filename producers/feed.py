@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from controlplane import status
 from controlplane.auth import scope_address, scope_token, throttle
+from controlplane.hubclient import wait_or_stop
 from producers import protocol
 from producers.groups import ExpiryMessage, RevokeMessage, feed_group
 from producers.models import FeedToken
@@ -207,7 +208,7 @@ class FeedSocket(AsyncWebsocketConsumer):
             delay = settings.CANDLECAST_TOKEN_RECHECK_SECONDS * random.uniform(0.8, 1.2)
             if self.expires_at is not None:
                 delay = min(delay, (self.expires_at - timezone.now()).total_seconds())
-            woken = await _wait(self.token_changed, delay)
+            woken = await wait_or_stop(self.token_changed, delay)
             self.token_changed.clear()
             if woken:
                 continue  # the expiry moved: plan again
@@ -249,12 +250,3 @@ class FeedSocket(AsyncWebsocketConsumer):
         if token is not None:
             token.record_use(self.address)
         return token, reason
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> bool:
-    """Wait up to ``seconds`` for ``event``; True when it was set."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout=max(seconds, 0))
-    except TimeoutError:
-        return False
-    return True

@@ -113,3 +113,11 @@ def _close_socket_thread_connections(django_db_setup):
     from django.db import connections
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture(scope="session")
+def freqtrade_python() -> str:
+    """FreqTrade 2026.9's interpreter, for the interop harnesses."""
+    from tests.processes import freqtrade_python
+
+    return freqtrade_python()

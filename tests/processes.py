@@ -152,3 +152,20 @@ class Stack:
             admin, name = self._drop_database
             with psycopg.connect(admin, autocommit=True) as connection:
                 connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def freqtrade_python() -> str:
+    """FreqTrade's own interpreter, built once by scripts/freqtrade-venv.
+
+    Raises:
+        RuntimeError: with the script's output when the venv cannot be built.
+    """
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "freqtrade-venv")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot build the FreqTrade venv:\n{done.stderr[-4000:]}")
+    return done.stdout.strip().splitlines()[-1]

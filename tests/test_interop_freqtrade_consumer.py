@@ -32,19 +32,6 @@ print(json.dumps({{"key": key, "token": token}}))
 """
 
 
-@pytest.fixture(scope="session")
-def freqtrade_python() -> str:
-    """FreqTrade's own interpreter: scripts/freqtrade-venv builds it once."""
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "freqtrade-venv")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, f"cannot build the FreqTrade venv:\n{done.stderr}"
-    return done.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture
 def stack(tmp_path):
     stack = Stack(tmp_path)

@@ -51,19 +51,6 @@ print(json.dumps({{"consumer_key": consumer.issue_key()}}))
 RAN = re.compile(r"consumers\.strategy: (\S+/\S+) (\d{4}-\d\d-\d\d \d\d:\d\d) ")
 
 
-@pytest.fixture(scope="session")
-def freqtrade_python() -> str:
-    """FreqTrade's own interpreter: scripts/freqtrade-venv builds it once."""
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "freqtrade-venv")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, f"cannot build the FreqTrade venv:\n{done.stderr}"
-    return done.stdout.strip().splitlines()[-1]
-
-
 @contextlib.contextmanager
 def freqtrade_producer(python: str, tmp: Path, token: str, dump: Path | None = None):
     """Run the harness until it prints READY; yields (process, port)."""
