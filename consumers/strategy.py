@@ -102,6 +102,10 @@ def describe(pair: str, signals: PairSignals) -> str:
     return f"{pair} {candle} {' '.join(parts) or 'no signal'}"
 
 
+# How long the runner waits after the first new candle for the rest of the close.
+GATHER_SECONDS = 0.2
+
+
 class StrategyRunner:
     """Runs the strategy for each pair with a new candle, one pair at a time.
 
@@ -153,6 +157,9 @@ class StrategyRunner:
         """Run pairs as they are notified, until cancelled."""
         while True:
             await self._ready.wait()
+            # A candle close arrives as one frame per pair within milliseconds:
+            # gather them, so a close is one run and one log line.
+            await asyncio.sleep(GATHER_SECONDS)
             self._ready.clear()
             pending, self._pending = self._pending, {}
             fired = []
@@ -169,7 +176,7 @@ class StrategyRunner:
                 "%s ran on %d pair(s): %s",
                 self.name,
                 len(pending),
-                "; ".join(fired) or "no signals",
+                "; ".join(fired) or "no entry or exit signal",
             )
 
     def run_pair(self, key: Key) -> PairSignals | None:

@@ -147,7 +147,13 @@ async def test_it_follows_its_producers_and_reports_their_state():
             plane.follow(one)
             plane.follow(two, "other")
             async with running(config(plane.url)):
-                await eventually(lambda: loaded(plane) and loaded(plane, "other"))
+                await eventually(
+                    lambda: (
+                        loaded(plane)
+                        and loaded(plane, "other")
+                        and len(plane.statuses[-1].get("signals", {})) == 2
+                    )
+                )
             report = plane.statuses[-1]
     assert report["producers"]["other"]["pairs"]["ETH/USDT"]["rows"] == 150
     assert report["producers"]["default"]["reconnects"] == 0
