@@ -94,7 +94,11 @@ class FeedSocket(AsyncWebsocketConsumer):
                 text_data if text_data is not None else bytes_data
             )
         except protocol.ProtocolError as exc:
-            logger.info("feed: bad request from %s: %s", self.address, exc)
+            # Once per connection at INFO: a client repeating a mistake would
+            # otherwise flood the log. Every one gets its exception reply.
+            self.bad_requests = getattr(self, "bad_requests", 0) + 1
+            level = logging.INFO if self.bad_requests == 1 else logging.DEBUG
+            logger.log(level, "feed: bad request from %s: %s", self.address, exc)
             await self.send(protocol.exception_message(str(exc)))
             return
         try:

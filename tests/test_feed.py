@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from datetime import timedelta
 
 import pandas as pd
@@ -532,3 +533,13 @@ async def test_it_throttles_the_feed_and_says_so_once_per_window(
     throttled = [r for r in caplog.records if "throttling" in r.getMessage()]
     assert len(throttled) == 1
     assert "2 failed handshakes within 60 s" in throttled[0].getMessage()
+
+
+async def test_it_logs_a_client_s_bad_requests_once(feed_token, caplog):
+    socket, _ = await feed(feed_token[0])
+    with caplog.at_level(logging.INFO, logger="producers.feed"):
+        for _ in range(3):
+            await socket.send_to(text_data="{not json")
+            assert (await receive(socket))["type"] == "exception"
+    assert caplog.text.count("bad request") == 1
+    await socket.disconnect()
