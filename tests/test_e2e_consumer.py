@@ -440,12 +440,13 @@ def test_it_fills_the_gap_of_missed_broadcasts_by_requesting_them(stack):
         frame = frames[pair]
         assert_continuous(frame)
         assert_served(frame, before[pair], after[pair])
-        # The first candle after the gap, stored once the reply filled it.
-        new = next(c for c in runs(log)[pair] if c > last[pair])
-        missing = int((new - last[pair]) / STEP) - 1
-        assert missing >= 1
         # FreqTrade's request size: the missing candles, the new one, one overlap.
-        assert asked[pair][0] == missing + 2
+        # The strategy runs once per gathered close, so the first run after the gap
+        # may be a later candle than the one that revealed it: it bounds the gap
+        # from above (the exact size is unit-tested in test_frames and test_client).
+        new = next(c for c in runs(log)[pair] if c > last[pair])
+        most_missing = int((new - last[pair]) / STEP) - 1
+        assert 1 + 2 <= asked[pair][0] <= most_missing + 2
 
 
 @pytest.mark.e2e
