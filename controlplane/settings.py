@@ -68,7 +68,8 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'candlecast.sqlite3'}"),
+        # A secret: a URL with a password may come from DATABASE_URL_FILE.
+        env_secret("DATABASE_URL", f"sqlite:///{VAR_DIR / 'candlecast.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
     )
 }
@@ -107,7 +108,7 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "controlplane.logs.RedactingReporterFilter"
 
 ### Channel layer and shared state
 
-REDIS_URL = env_str("REDIS_URL", "")
+REDIS_URL = env_secret("REDIS_URL", "")  # or REDIS_URL_FILE
 # Every Redis key of this deployment (channel layer, snapshots) starts with it.
 CANDLECAST_REDIS_PREFIX = env_str("CANDLECAST_REDIS_PREFIX", "candlecast")
 # A candle close over 200 pairs is one layer message per feed socket (broadcasts are
@@ -117,12 +118,25 @@ CHANNEL_CAPACITY = env_int("CANDLECAST_CHANNEL_CAPACITY", 5000)
 # Group membership expires after this; feed sockets re-join at a quarter of it.
 CHANNEL_GROUP_EXPIRY = env_int("CANDLECAST_CHANNEL_GROUP_EXPIRY", 86400)
 
+# channels-redis waits for a socket's next message with a blocking BZPOPMIN of 5 s;
+# redis-py 8 reads with a 5 s socket timeout by default, so every socket that got no
+# layer message for 5 s (a publish socket always, a feed socket between candles)
+# died with "Timeout reading from Redis" (1011). Reads may now take the block's
+# length plus this margin; a dead Redis still fails them within it.
+CHANNEL_REDIS_READ_TIMEOUT = 15
+
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": CHANNEL_REDIS_READ_TIMEOUT,
+                        "socket_connect_timeout": 5,
+                    }
+                ],
                 "capacity": CHANNEL_CAPACITY,
                 "group_expiry": CHANNEL_GROUP_EXPIRY,
                 "prefix": CANDLECAST_REDIS_PREFIX,
