@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from controlplane import statusdocs
-from controlplane.wording import duration, interval_words, iso_ms
+from controlplane.wording import duration, interval_words, iso_ms, parse_iso
 from producers.models import Producer
 from producers.timeframes import timeframe_seconds
 
@@ -37,6 +37,19 @@ class SubscriberRow(TypedDict):
     since: float
 
 
+class UpstreamRow(TypedDict):
+    """The FreqTrade bot a relay follows, as the relay last reported it."""
+
+    url: str
+    state: str  # connected | down | refused | mismatch | unknown
+    reason: str
+    since: float | None  # epoch seconds: connected since, or down since
+    reconnects: int
+    pairs_held: int
+    newest_candle: str | None
+    reported: float | None  # when the hub received the report
+
+
 class ProducerRow(TypedDict):
     name: str
     enabled: bool
@@ -55,6 +68,7 @@ class ProducerRow(TypedDict):
     totals: dict[str, int]  # since the hub processes started
     pairs: list[PairRow]
     subscribers: list[SubscriberRow]
+    upstream: UpstreamRow | None  # a relay's FreqTrade bot; None otherwise
 
 
 def candle_interval(producer: Producer) -> float:
@@ -81,7 +95,11 @@ def producer_row(
     doc = doc or statusdocs.empty_producer()
     interval = candle_interval(producer)
     state, reason = producer_state(producer, doc, interval, now)
-    pairs = pair_rows(producer, doc, interval, now)
+    upstream = upstream_row(producer, now)
+    if upstream and state in ("online", "late") and upstream["state"] != "connected":
+        # The relay holds its publish socket, but nothing new can come.
+        state, reason = "offline", upstream["reason"]
+    pairs = pair_rows(producer, doc, interval, now, upstream)
     newest = max((d["last"] for d in doc["pairs"].values()), default=None)
     worker = max(doc["publishers"], key=lambda s: s["since"], default=None)
     return {
@@ -102,7 +120,58 @@ def producer_row(
         "totals": doc["totals"],
         "pairs": pairs,
         "subscribers": subscriber_rows(doc, owners),
+        "upstream": upstream,
     }
+
+
+def upstream_row(producer: Producer, now: float) -> UpstreamRow | None:
+    if not producer.relays:
+        return None
+    stored = producer.last_upstream_status()
+    where = f"{producer.upstream_host}:{producer.upstream_port}"
+    if stored is None:
+        return {
+            "url": where,
+            "state": "unknown",
+            "reason": f"the relay has not reported on the FreqTrade bot at {where}",
+            "since": None,
+            "reconnects": 0,
+            "pairs_held": 0,
+            "newest_candle": None,
+            "reported": None,
+        }
+    report, reported = stored["status"], parse_iso(stored["received"])
+    since = parse_iso(report["since"])
+    state, reason = upstream_state(report, since, now)
+    return {
+        "url": report["url"],
+        "state": state,
+        "reason": reason,
+        "since": since if state == "connected" else None,
+        "reconnects": report["reconnects"],
+        "pairs_held": report["pairs_held"],
+        "newest_candle": report["newest_candle"],
+        "reported": reported,
+    }
+
+
+def upstream_state(report: dict, since: float | None, now: float) -> tuple[str, str]:
+    """The bot's state, and the reason in words when it is not serving us."""
+    bot = f"the FreqTrade bot at {report['url']}"
+    if report["mismatch"]:
+        return "mismatch", f"{bot}: {report['mismatch']}"
+    if report["refused"]:
+        return "refused", (
+            f"{bot} refused the ws_token: enter its api_server.ws_token again in "
+            "the producer's upstream fields in the admin"
+        )
+    if not report["connected"]:
+        error = report["last_error"] or "not connected yet"
+        down = f" for {duration(now - since)}" if since is not None else ""
+        return "down", (
+            f"{bot} is unreachable{down} ({error}); the relay keeps retrying"
+        )
+    return "connected", ""
 
 
 def producer_state(
@@ -128,11 +197,19 @@ def producer_state(
 
 
 def pair_rows(
-    producer: Producer, doc: statusdocs.ProducerDoc, interval: float, now: float
+    producer: Producer,
+    doc: statusdocs.ProducerDoc,
+    interval: float,
+    now: float,
+    upstream: UpstreamRow | None = None,
 ) -> list[PairRow]:
     # The definition's pairs only: one removed from it keeps its rows in the hub
     # but is no longer published, and is no one's concern.
     pairs = list(producer.pairs)
+    if not pairs and upstream is not None:
+        # A relay of every pair its bot whitelists: the whitelist it relays.
+        stored = producer.last_upstream_status()
+        pairs = list(stored["status"]["whitelist"]) if stored else sorted(doc["pairs"])
     newest = max(
         (doc["pairs"][p]["last"] for p in pairs if p in doc["pairs"]), default=None
     )

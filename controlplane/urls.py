@@ -14,6 +14,11 @@ urlpatterns = [
         producer_views.producer_config,
         name="producer-config",
     ),
+    path(
+        "api/v1/producers/<slug:name>/status",
+        producer_views.producer_status,
+        name="producer-status",
+    ),
     path("status/", status_views.status_page, name="status"),
     path("status.json", status_views.status_json, name="status-json"),
     path("status/chart.json", status_views.chart_json, name="status-chart"),

@@ -18,7 +18,14 @@ from producers.credential_admin import (
     issue_owner_keys,
     rotate_owner_keys,
 )
-from producers.models import FeedToken, Producer, ProducerKey, validate_pairs
+from producers.models import (
+    FREQTRADE_PORT,
+    FeedToken,
+    Producer,
+    ProducerKey,
+    validate_pairs,
+    validate_upstream_token,
+)
 
 KEY_HINT = (
     "Give it to the producer worker as CANDLECAST_PRODUCER_KEY_FILE (a file only it "
@@ -49,11 +56,38 @@ class PairsField(forms.CharField):
 
 
 class ProducerForm(forms.ModelForm):
-    pairs = PairsField(help_text="One pair per line, for example BTC/USDT.")
+    pairs = PairsField(
+        required=False,
+        help_text="One pair per line, for example BTC/USDT. With a FreqTrade bot as "
+        "the source: relay only these (empty: every pair the bot whitelists).",
+    )
+    upstream_token = forms.CharField(
+        required=False,
+        strip=True,
+        label="Upstream ws_token",
+        validators=[validate_upstream_token],
+        widget=forms.PasswordInput(render_value=False),
+        help_text="FreqTrade bot only: its api_server.ws_token. Stored encrypted and "
+        "never shown again. Write-only: leave empty to keep the stored one.",
+    )
 
     class Meta:
         model = Producer
         fields = "__all__"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["upstream_port"].required = False  # only a FreqTrade bot's
+
+    def clean_upstream_port(self) -> int:
+        return self.cleaned_data.get("upstream_port") or FREQTRADE_PORT
+
+    def clean(self):
+        cleaned = super().clean()
+        # Set before the model's own clean(), which checks that a token is there.
+        if cleaned.get("upstream_token"):
+            self.instance.set_upstream_token(cleaned["upstream_token"])
+        return cleaned
 
 
 @admin.register(Producer)
@@ -70,7 +104,12 @@ class ProducerAdmin(KeyHolderAdmin):
     )
     list_filter = ("enabled", "source", "candle_type")
     search_fields = ("name",)
-    readonly_fields = ("created", "key_history")
+    readonly_fields = ("created", "key_history", "upstream_token_state")
+
+    @admin.display(description="upstream ws_token")
+    def upstream_token_state(self, obj: Producer) -> str:
+        return "stored (encrypted)" if obj.upstream_token_encrypted else "-"
+
     actions = ["rotate_producer_key", "issue_producer_key", "enable", "disable"]
 
     @admin.display(description="pairs")

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import TypedDict
 
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
@@ -22,6 +25,15 @@ from producers.credentials import Credential, CredentialQuerySet, KeyHolder
 from producers.timeframes import CANDLE_TYPES, timeframe_seconds
 
 PAIR = re.compile(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)?$")
+# FreqTrade's default port for its API server (and so its message websocket).
+FREQTRADE_PORT = 8080
+# FreqTrade does not bracket an IPv6 address in the URL it builds, so ask for brackets.
+UPSTREAM_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")
+# A bot's ws_token goes into the URL; FreqTrade's own consumers do not encode it.
+URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
+# The relay's last report stays readable this long, so the status page can say
+# "last report 3 h ago" instead of forgetting the upstream.
+UPSTREAM_STATUS_TTL = 7 * 24 * 3600
 
 
 def validate_timeframe(value: str) -> None:
@@ -53,10 +65,34 @@ def validate_strategy_path(value: str) -> None:
         )
 
 
+def validate_upstream_host(value: str) -> None:
+    if not UPSTREAM_HOST.match(value):
+        raise ValidationError(
+            "Give the FreqTrade bot's host name or address only, without ws:// or a "
+            "path, for example bot.example.org, 192.168.1.20 or [2001:db8::1] (IPv6 "
+            "in brackets)."
+        )
+
+
+def validate_upstream_token(value: str) -> None:
+    if not URL_SAFE.match(value):
+        raise ValidationError(
+            "The bot's ws_token may contain only letters, digits and . _ ~ - "
+            "(FreqTrade's consumers put it into the URL unencoded); set a URL-safe "
+            "ws_token on that bot, for example from secrets.token_urlsafe(25)."
+        )
+
+
+class StoredUpstreamStatus(TypedDict):
+    received: str  # ISO 8601, when the hub received the report
+    status: dict  # the relay's report, validated by producers.views.parse_upstream
+
+
 class Producer(KeyHolder, models.Model):
     class Source(models.TextChoices):
         SYNTHETIC = "synthetic", "Synthetic random walk"
         FILES = "files", "FreqTrade data files (download-data)"
+        FREQTRADE = "freqtrade", "FreqTrade bot (upstream)"
 
     name = models.SlugField(max_length=64, unique=True)
     enabled = models.BooleanField(default=True)
@@ -66,12 +102,14 @@ class Producer(KeyHolder, models.Model):
     candle_type = models.CharField(
         max_length=16, default="spot", choices=[(c, c) for c in CANDLE_TYPES]
     )
-    pairs = models.JSONField(default=list, validators=[validate_pairs])
+    # Empty only for a FreqTrade bot as the source: relay every pair it whitelists.
+    pairs = models.JSONField(default=list, blank=True, validators=[validate_pairs])
     strategy = models.CharField(
         max_length=200,
         default="producers.strategies.sample.SampleStrategy",
         validators=[validate_strategy_path],
-        help_text="Dotted path to the strategy class.",
+        help_text="Dotted path to the strategy class. Not used with a FreqTrade "
+        "bot as the source: the bot's own strategy has analysed the frames.",
     )
     source = models.CharField(
         max_length=16, choices=Source.choices, default=Source.SYNTHETIC
@@ -87,6 +125,26 @@ class Producer(KeyHolder, models.Model):
     history = models.PositiveIntegerField(
         default=1500, help_text="Candles loaded and analysed when the worker starts."
     )
+    upstream_host = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_upstream_host],
+        help_text="FreqTrade bot only: the host of its API server.",
+    )
+    upstream_port = models.PositiveIntegerField(
+        default=FREQTRADE_PORT,
+        validators=[
+            MinValueValidator(1, "the port must be from 1 to 65535"),
+            MaxValueValidator(65535, "the port must be from 1 to 65535"),
+        ],
+        help_text="FreqTrade bot only: api_server.listen_port (8080 by default).",
+    )
+    upstream_secure = models.BooleanField(
+        default=False, help_text="FreqTrade bot only: wss:// (TLS) to that bot."
+    )
+    # The bot's api_server.ws_token: the config API hands it to the producer worker,
+    # so it is kept encrypted (key from settings), never shown again.
+    upstream_token_encrypted = models.TextField(blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -94,6 +152,57 @@ class Producer(KeyHolder, models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def relays(self) -> bool:
+        """Its frames come from a FreqTrade bot, not from a strategy run here."""
+        return self.source == self.Source.FREQTRADE
+
+    def set_upstream_token(self, plaintext: str) -> None:
+        """Keep the bot's ws_token, encrypted: the config API hands it out."""
+        validate_upstream_token(plaintext)
+        self.upstream_token_encrypted = tokens.encrypt(plaintext, tokens.fernet_key())
+
+    def upstream_token(self) -> str:
+        """The bot's ws_token in plaintext.
+
+        Raises:
+            ValueError: it cannot be decrypted (the encryption key changed).
+        """
+        return tokens.decrypt(self.upstream_token_encrypted, tokens.fernet_key())
+
+    def clean(self) -> None:
+        if not self.relays:
+            if not self.pairs:
+                raise ValidationError(
+                    {"pairs": "Give at least one pair, for example BTC/USDT."}
+                )
+            return
+        missing = []
+        if not self.upstream_host:
+            missing.append("host")
+        if not self.upstream_token_encrypted:
+            missing.append("ws_token")
+        if missing:
+            raise ValidationError(
+                "A producer whose source is a FreqTrade bot needs that bot's "
+                f"{' and '.join(missing)} (its api_server listen address and "
+                "ws_token): fill in the upstream fields, or choose another source."
+            )
+
+    @property
+    def upstream_status_key(self) -> str:
+        return f"producer-upstream:{self.name}"
+
+    def record_upstream_status(self, report: dict) -> None:
+        stored: StoredUpstreamStatus = {
+            "received": timezone.now().isoformat(),
+            "status": report,
+        }
+        cache.set(self.upstream_status_key, stored, timeout=UPSTREAM_STATUS_TTL)
+
+    def last_upstream_status(self) -> StoredUpstreamStatus | None:
+        return cache.get(self.upstream_status_key)
 
     def stream_keys(self) -> list[tuple[str, str, str]]:
         return [(pair, self.timeframe, self.candle_type) for pair in self.pairs]

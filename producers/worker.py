@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -302,21 +303,18 @@ async def run(config: WorkerConfig, stop: asyncio.Event) -> int:
 
 async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
     logger.info("producer worker %s starting; hub %s", config.name, config.hub_url)
+    definition = await definition_with_retry(config, stop)
+    if definition is not None and definition["source"] == "freqtrade":
+        from producers import relay  # it builds on this module
+
+        return await relay.run(config, definition, stop)
     try:
         analysis, _ = await sync_definition(config, None, stop)
     except (StrategyError, SourceError) as exc:  # the user must fix the definition
         raise FatalError(str(exc)) from exc
     if analysis is None:
         return 0
-    async for ws in connect(
-        config.publish_url,
-        additional_headers={"Authorization": f"Bearer {config.key}"},
-        max_size=config.message_size_limit,
-        compression=None,  # frames go to one hub; deflate would only cost CPU
-        process_exception=process_exception,
-        open_timeout=10,
-    ):
-        logger.info("connected to the hub at %s", config.publish_url)
+    async for ws in hub_connections(config, stop):
         try:
             analysis = await serve(ws, config, analysis, stop)
         except (ConnectionClosed, ConnectionError, TimeoutError) as exc:
@@ -326,6 +324,39 @@ async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
         break
     logger.info("producer worker %s stopped", config.name)
     return 0
+
+
+async def hub_connections(
+    config: WorkerConfig, stop: asyncio.Event
+) -> AsyncIterator[ClientConnection]:
+    """Publish connections to the hub, one after another, until ``stop`` is set.
+
+    websockets' own loop retries with a jittered backoff, but never looks at
+    ``stop``: a SIGTERM while the hub is away would wait for the hub. Every wait for
+    the next connection races the stop, so the worker always ends at once.
+    """
+    attempts = aiter(
+        connect(
+            config.publish_url,
+            additional_headers={"Authorization": f"Bearer {config.key}"},
+            max_size=config.message_size_limit,
+            compression=None,  # frames go to one hub; deflate would only cost CPU
+            process_exception=process_exception,
+            open_timeout=10,
+        )
+    )
+    while not stop.is_set():
+        attempt = asyncio.ensure_future(anext(attempts))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            await asyncio.gather(attempt, return_exceptions=True)
+            return
+        ws = attempt.result()
+        logger.info("connected to the hub at %s", config.publish_url)
+        yield ws
 
 
 async def wait_while_open(
