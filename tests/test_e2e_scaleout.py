@@ -443,9 +443,8 @@ def stop_hub_one(stack: Stack) -> dict[str, pd.DataFrame]:
         "the producer worker lost hub 1",
         lambda: "lost the hub" in stack.log("producer"),
     )
-    # As if its host went down with hub 1. (A SIGTERM is not heard while the
-    # worker waits to reconnect: websockets' retry loop does not watch its stop.)
-    stack.stop("producer", signal.SIGKILL)
+    # Stopped while it waits to reconnect: it must hear the SIGTERM at once.
+    assert stack.stop("producer", timeout=5) == 0, stack.log("producer")
     return hub_frames(two, stack.secrets["probe_token"])
 
 
