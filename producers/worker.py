@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.client import process_exception as websockets_process_exception
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from controlplane.hubclient import FatalError, call_api, until_reached
+from controlplane.hubclient import FatalError, call_api, until_reached, wait_or_stop
 from producers import protocol
 from producers.sources import CandleSource, SourceError, build_source
 from producers.strategy import IStrategy, StrategyError, load_strategy
@@ -27,6 +28,8 @@ from producers.strategy import IStrategy, StrategyError, load_strategy
 logger = logging.getLogger(__name__)
 
 CONFIG_REFRESH_SECONDS = 30.0
+# A publish connection that lived this long was healthy: backoff starts over.
+STABLE_SECONDS = 60.0
 ACK_TIMEOUT = 60.0
 
 
@@ -345,6 +348,8 @@ async def hub_connections(
             open_timeout=10,
         )
     )
+    loop = asyncio.get_running_loop()
+    short_lived = 0
     while not stop.is_set():
         attempt = asyncio.ensure_future(anext(attempts))
         stopped = asyncio.ensure_future(stop.wait())
@@ -356,7 +361,25 @@ async def hub_connections(
             return
         ws = attempt.result()
         logger.info("connected to the hub at %s", config.publish_url)
+        opened = loop.time()
         yield ws
+        # websockets backs off only between failed attempts. A hub that accepts
+        # and then drops the socket (its Redis is down) would get the whole
+        # history again every second: back off after short-lived connections too.
+        lived = loop.time() - opened
+        if lived >= STABLE_SECONDS:
+            short_lived = 0
+            continue
+        short_lived += 1
+        delay = min(config.backoff_max, config.backoff_initial * 2 ** (short_lived - 1))
+        delay *= random.uniform(0.5, 1.0)
+        logger.warning(
+            "the hub dropped the connection after %.1f s; reconnecting in %.1f s",
+            lived,
+            delay,
+        )
+        if await wait_or_stop(stop, delay):
+            return
 
 
 async def wait_while_open(
