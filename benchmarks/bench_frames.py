@@ -1,10 +1,15 @@
-"""Frame encoding and decoding: FreqTrade's way against producers.protocol.
+"""Frame encoding and decoding: FreqTrade's way, producers.protocol, producers.native.
 
-Run from the repository root: ``python benchmarks/bench_frames.py [--rows 1500]``.
+Run from the repository root: ``python benchmarks/bench_frames.py [--rows 1500]
+[--pairs 100] [--best]`` (``--best``: fastest run rather than median, on a busy host).
 Builds a frame shaped like the sample strategy's (26 columns) and prints the median
-time of each path, side by side in one run, plus message sizes and the cost of a
-reply served from the hub's cache. FreqTrade decodes with python-rapidjson; this
-uses orjson for its outer parse, which flatters FreqTrade's figure slightly.
+time of each path, side by side in one run: FreqTrade's own code path, our FreqTrade-
+compatible JSON and our native candlecast.v1 encoding (as the hub builds it: from its
+stored msgpack rows), for a whole frame, a 1-row broadcast and a 100-pair tick (one
+message per pair on FreqTrade's protocol, one message in all on the native one), plus
+message sizes and the cost of a reply served from the hub's cache. FreqTrade decodes
+with python-rapidjson; this uses orjson for its outer parse, which flatters
+FreqTrade's figure slightly.
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import orjson
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from producers import protocol  # noqa: E402
+from producers import native, protocol  # noqa: E402
 from producers.snapshots import MemoryStore, RedisStore, SnapshotStore  # noqa: E402
 
 KEY = ("BTC/USDT", "5m", "spot")
@@ -96,6 +102,36 @@ def our_encode(df: pd.DataFrame) -> str:
     return protocol.analyzed_df_message(KEY, doc, LA)
 
 
+def stored_rows(df: pd.DataFrame) -> tuple[list[str], list[str], list[bytes]]:
+    """The frame as the hub stores it for native replies: msgpack rows, dtypes."""
+    columns, dtypes, rows = protocol.exact_rows(df)
+    return columns, dtypes, [msgpack.packb(row) for row in rows]
+
+
+def native_block(key, stored: tuple, first: int = 0) -> bytes:
+    """One native frame built the hub's way (unpack stored rows, columnise, pack)."""
+    columns, dtypes, packed = stored
+    rows = msgpack.unpackb(native.array_header(len(packed)) + b"".join(packed))
+    wire = native.columns_from_rows(columns, dtypes, rows)
+    return native.frame_block(key, wire, len(rows), first, LA)
+
+
+def native_encode(stored: tuple) -> bytes:
+    return native.message("analyzed_df", [native_block(KEY, stored)])
+
+
+def native_tick(stored: dict[str, tuple]) -> bytes:
+    """One tick message carrying every pair's new row (what a native socket gets)."""
+    blocks = [native_block((pair, "5m", "spot"), rows) for pair, rows in stored.items()]
+    (message,), _ = native.tick_messages(blocks, None, 64 << 20)
+    return message
+
+
+# --best: the fastest run instead of the median, for a machine shared with other
+# work, where the median measures the neighbours as much as the code.
+SUMMARY = statistics.median
+
+
 def median_ms(call: Callable[[], object], repeats: int) -> float:
     call()  # warm up
     timings = []
@@ -103,32 +139,40 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
         start = time.perf_counter()
         call()
         timings.append(time.perf_counter() - start)
-    return statistics.median(timings) * 1000
+    return SUMMARY(timings) * 1000
 
 
-async def cached_reply_us(store: SnapshotStore, df: pd.DataFrame, repeats: int):
-    columns, rows = protocol.encode_rows(df)
+async def cached_reply_us(
+    store: SnapshotStore, df: pd.DataFrame, repeats: int, fmt: str = "freqtrade"
+):
+    columns, dtypes, rows = protocol.exact_rows(df)
     row_bytes = [protocol.encode_row_json(row) for row in rows]
+    packed = [msgpack.packb(row) for row in rows]
     dates = [row[columns.index("date")] for row in rows]
-    await store.replace(STREAM, columns, row_bytes, dates, LA)
+    await store.replace(
+        STREAM, columns, row_bytes, dates, LA, packed=packed, dtypes=dtypes
+    )
+    reply = store.native_reply if fmt == "native" else store.analyzed_df_reply
     start = time.perf_counter()
-    miss = await store.analyzed_df_reply(STREAM, None)
+    miss = await reply(STREAM, None)
     miss_us = (time.perf_counter() - start) * 1e6
     timings = []
     for _ in range(repeats):
         start = time.perf_counter()
-        assert await store.analyzed_df_reply(STREAM, None) is miss
+        assert await reply(STREAM, None) is miss
         timings.append(time.perf_counter() - start)
     return miss_us, statistics.median(timings) * 1e6
 
 
-def redis_cache_figures(df: pd.DataFrame, repeats: int) -> tuple[float, float] | None:
+def redis_cache_figures(
+    df: pd.DataFrame, repeats: int, fmt: str = "freqtrade"
+) -> tuple[float, float] | None:
     prefix = f"candlecast:snap:bench:{uuid.uuid4().hex}:"
     store = RedisStore(REDIS_URL, prefix=prefix, max_rows=len(df))
 
     async def run():
         try:
-            return await cached_reply_us(store, df, repeats)
+            return await cached_reply_us(store, df, repeats, fmt)
         finally:
             client = store._connection().client
             keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
@@ -143,37 +187,79 @@ def redis_cache_figures(df: pd.DataFrame, repeats: int) -> tuple[float, float] |
         return None
 
 
-def print_comparison(df: pd.DataFrame, repeats: int) -> None:
+def print_comparison(df: pd.DataFrame, repeats: int, pairs: int) -> None:
     one = df.tail(1)
+    whole, last = stored_rows(df), stored_rows(one)
+    ticks = {f"P{n}/USDT": last for n in range(pairs)}
     theirs, ours = freqtrade_encode(df), our_encode(df).encode()
     their_one, our_one = freqtrade_encode(one), our_encode(one)
+    native_whole, native_one = native_encode(whole), native_encode(last)
+    native_ticks = native_tick(ticks)
+    assert len(native.decode(native_ticks)["frames"]) == pairs
     rows = [
         (
             "encode full frame (ms)",
             lambda: freqtrade_encode(df),
             lambda: our_encode(df),
+            lambda: native_encode(whole),
         ),
         (
             "decode full frame (ms)",
             lambda: freqtrade_decode(theirs),
             lambda: protocol.decode_message(ours),
+            lambda: native.decode(native_whole),
         ),
         (
             "encode 1-row broadcast (ms)",
             lambda: freqtrade_encode(one),
             lambda: our_encode(one),
+            lambda: native_encode(last),
         ),
         (
             "decode 1-row broadcast (ms)",
             lambda: freqtrade_decode(their_one),
             lambda: protocol.decode_message(our_one),
+            lambda: native.decode(native_one),
+        ),
+        (
+            f"encode {pairs}-pair tick (ms)",
+            lambda: [freqtrade_encode(one) for _ in range(pairs)],
+            lambda: [our_encode(one) for _ in range(pairs)],
+            lambda: native_tick(ticks),
+        ),
+        (
+            f"decode {pairs}-pair tick (ms)",
+            lambda: [freqtrade_decode(their_one) for _ in range(pairs)],
+            lambda: [protocol.decode_message(our_one) for _ in range(pairs)],
+            lambda: native.decode(native_ticks),
         ),
     ]
-    print(f"{'':34}{'FreqTrade':>12}{'candlecast':>12}{'speed-up':>10}")
-    for label, their_call, our_call in rows:
-        a, b = median_ms(their_call, repeats), median_ms(our_call, repeats)
-        print(f"{label:34}{a:12.3f}{b:12.3f}{a / b:9.1f}x")
-    print(f"{'message size (bytes)':34}{len(theirs):12d}{len(ours):12d}")
+    print(
+        f"{'':32}{'FreqTrade':>11}{'cc JSON':>10}{'native':>10}"
+        f"{'JSON x':>9}{'native x':>10}"
+    )
+    for label, their_call, our_call, native_call in rows:
+        fewer = max(5, repeats // 5) if "tick" in label else repeats
+        a, b, c = (
+            median_ms(call, fewer) for call in (their_call, our_call, native_call)
+        )
+        print(f"{label:32}{a:11.3f}{b:10.3f}{c:10.3f}{a / b:8.1f}x{a / c:9.1f}x")
+    sizes = [
+        ("message size, full frame (B)", len(theirs), len(ours), len(native_whole)),
+        ("message size, 1 row (B)", len(their_one), len(our_one), len(native_one)),
+        (
+            f"bytes of a {pairs}-pair tick",
+            pairs * len(their_one),
+            pairs * len(our_one),
+            len(native_ticks),
+        ),
+    ]
+    for label, a, b, c in sizes:
+        print(f"{label:32}{a:11d}{b:10d}{c:10d}")
+    print(
+        f"{'messages per consumer, tick':32}{pairs:11d}{pairs:10d}{1:10d}"
+        "   (FreqTrade: analyzed_df per pair; native: one)"
+    )
 
 
 def print_encode_steps(df: pd.DataFrame, repeats: int) -> None:
@@ -196,23 +282,31 @@ def print_encode_steps(df: pd.DataFrame, repeats: int) -> None:
 
 def print_reply_cache(df: pd.DataFrame) -> None:
     print(f"\nhub reply, whole snapshot (us){'miss':>14}{'cache hit':>12}")
-    memory = asyncio.run(cached_reply_us(MemoryStore(max_rows=len(df)), df, 1000))
-    print(f"  {'MemoryStore':32}{memory[0]:10.0f}{memory[1]:12.2f}")
-    shared = redis_cache_figures(df, 1000)
-    if shared:
-        print(
-            f"  {'RedisStore (1 HMGET per hit)':32}{shared[0]:10.0f}{shared[1]:12.2f}"
-        )
+    for fmt in ("freqtrade", "native"):
+        store = MemoryStore(max_rows=len(df))
+        memory = asyncio.run(cached_reply_us(store, df, 1000, fmt))
+        print(f"  {'MemoryStore, ' + fmt:32}{memory[0]:10.0f}{memory[1]:12.2f}")
+        shared = redis_cache_figures(df, 1000, fmt)
+        if shared:
+            label = f"RedisStore, {fmt} (1 HMGET/hit)"
+            print(f"  {label:32}{shared[0]:10.0f}{shared[1]:12.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1500)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--pairs", type=int, default=100, help="pairs in a tick")
+    parser.add_argument(
+        "--best", action="store_true", help="fastest run, not the median (busy host)"
+    )
     args = parser.parse_args()
     df = sample_frame(args.rows)
-    print(f"frame: {df.shape[0]} rows x {df.shape[1]} columns; median of runs\n")
-    print_comparison(df, args.repeats)
+    global SUMMARY
+    SUMMARY = min if args.best else statistics.median
+    which = "fastest" if args.best else "median"
+    print(f"frame: {df.shape[0]} rows x {df.shape[1]} columns; {which} of runs\n")
+    print_comparison(df, args.repeats, args.pairs)
     print_encode_steps(df, args.repeats)
     print_reply_cache(df)
 

@@ -1,8 +1,12 @@
 """FeedSocket: the FreqTrade-compatible feed at /api/v1/message/ws.
 
-A feed token selects the producer. Requests are answered from the hub's snapshots
-(replies cached per key and limit); broadcasts arrive from the channel layer already
-encoded, one layer message per tick, and are only forwarded here. A socket lives only
+A feed token selects the producer. A client that offers the ``candlecast.v1``
+subprotocol (our consumer workers; FreqTrade never does) gets the native protocol:
+one binary message per tick with every pair's new rows, and binary analyzed_df
+replies; everyone else gets FreqTrade's protocol, byte for byte. Requests are JSON
+either way and answered from the hub's snapshots (replies cached per key, limit and
+format); broadcasts arrive from the channel layer already encoded, one layer message
+per tick, and are only forwarded here. A socket lives only
 as long as its token: it is closed when the token is revoked (a layer message, from
 any hub process) and at the moment it expires (a timer the layer can reschedule).
 """
@@ -22,8 +26,8 @@ from django.utils import timezone
 from controlplane import status
 from controlplane.auth import scope_address, scope_token, throttle
 from controlplane.hubclient import wait_or_stop
-from producers import protocol
-from producers.groups import ExpiryMessage, RevokeMessage, feed_group
+from producers import native, protocol
+from producers.groups import ExpiryMessage, RevokeMessage, feed_group, native_group
 from producers.models import FeedToken
 from producers.snapshots import SnapshotStoreUnavailable, get_store
 
@@ -39,6 +43,7 @@ CLOSE_TOKEN_EXPIRED = 4002
 
 class FeedSocket(AsyncWebsocketConsumer):
     token: FeedToken | None = None
+    native = False  # this client speaks candlecast.v1
 
     async def connect(self) -> None:
         self.address = scope_address(self.scope)
@@ -54,10 +59,11 @@ class FeedSocket(AsyncWebsocketConsumer):
             logger.warning("feed: refused %s: %s", self.address, reason)
             await self.close()
             return
+        self.native = native.SUBPROTOCOL in self.scope.get("subprotocols", ())
         if not await self._join(token):
             await self.close()
             return
-        await self.accept()
+        await self.accept(subprotocol=native.SUBPROTOCOL if self.native else None)
         self.link = status.feed_connected(
             self.producer.name,
             self.channel_name,
@@ -71,10 +77,11 @@ class FeedSocket(AsyncWebsocketConsumer):
             asyncio.create_task(self._watch_token()),
         ]
         logger.info(
-            "feed: %s connected to %s with token %s",
+            "feed: %s connected to %s with token %s (%s)",
             self.address,
             self.producer.name,
             token.prefix,
+            native.SUBPROTOCOL if self.native else "freqtrade",
         )
 
     async def disconnect(self, code: int) -> None:
@@ -115,6 +122,20 @@ class FeedSocket(AsyncWebsocketConsumer):
                 await self.send(text)
                 sent += 1
                 size += len(text)
+        self.link.delivered(event, sent, size)
+
+    async def feed_native(self, event: dict) -> None:
+        """Forward one tick's native messages (usually one), already encoded.
+
+        A native message carries the whole tick: it goes to a socket subscribed to
+        any topic in it, and the client skips what it did not ask for.
+        """
+        sent = size = 0
+        if self.subscriptions.intersection(event["topics"]):
+            for data in event["messages"]:
+                await self.send(bytes_data=data)
+                sent += 1
+                size += len(data)
         self.link.delivered(event, sent, size)
 
     async def feed_revoke(self, event: RevokeMessage) -> None:
@@ -161,7 +182,10 @@ class FeedSocket(AsyncWebsocketConsumer):
                 self.producer.timeframe,
                 self.producer.candle_type,
             )
-            text = await store.analyzed_df_reply(key, request.limit)
+            if self.native:
+                text = await store.native_reply(key, request.limit)
+            else:
+                text = await store.analyzed_df_reply(key, request.limit)
             if len(text) > limit_bytes:
                 self.link.refused_oversize()
                 await self.send(
@@ -172,7 +196,10 @@ class FeedSocket(AsyncWebsocketConsumer):
                     )
                 )
                 continue
-            await self.send(text)
+            if self.native:
+                await self.send(bytes_data=text)
+            else:
+                await self.send(text)
             self.link.replied(len(text))
 
     ### Helpers
@@ -185,7 +212,10 @@ class FeedSocket(AsyncWebsocketConsumer):
         """Join the producer's group; False if the token ended meanwhile."""
         self.token, self.producer = token, token.producer
         self.expires_at: datetime | None = token.expires_at
-        self.group = feed_group(self.producer.name)
+        # A native socket is in the native group only: it never receives (or
+        # costs the layer) FreqTrade's per-pair texts, nor the reverse.
+        name = self.producer.name
+        self.group = native_group(name) if self.native else feed_group(name)
         await self.channel_layer.group_add(self.group, self.channel_name)
         # A revocation committed after _resolve but before group_add was sent before
         # this socket could hear it: read the token once more, now that it listens.

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 # Layer message type that carries one tick's pre-encoded frames to every feed socket.
 FEED_BROADCAST = "feed.broadcast"
+# Layer message type that carries one tick as native (candlecast.v1) binary messages.
+FEED_NATIVE = "feed.native"
 # Layer message type that closes the sockets of a revoked token.
 FEED_REVOKE = "feed.revoke"
 # Layer message type that gives the sockets of a token its new expiry.
@@ -42,6 +44,15 @@ class ExpiryMessage(TypedDict):
 def feed_group(producer_name: str) -> str:
     """Every feed socket that follows ``producer_name``."""
     return f"feed.{producer_name}"[:99]
+
+
+def native_group(producer_name: str) -> str:
+    """Every feed socket that follows ``producer_name`` in the native protocol.
+
+    A group of its own, so each layer message carries one format's bytes (Redis
+    moves them once per hub process, not once per format).
+    """
+    return f"native.{producer_name}"[:99]
 
 
 def close_feed_sockets(producer_name: str, token_ids: list[int], reason: str) -> None:
@@ -71,7 +82,8 @@ def _send(producer_name: str, message: dict) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(feed_group(producer_name), message)
+        for group in (feed_group(producer_name), native_group(producer_name)):
+            async_to_sync(layer.group_send)(group, message)
     except Exception as exc:  # the layer (Redis) is down: the change stands anyway
         logger.error(
             "could not tell the feed sockets of %s about tokens %s (%s): they find "

@@ -3,6 +3,9 @@
 FreqTrade's producer/consumer frames (shared/PROTOCOL-freqtrade.md §4-§6) and the
 hub-internal publish messages between producer workers and the hub. Pure module: no
 Django. orjson does the JSON: exact shortest-repr floats, NaN and +-inf as null.
+Publish messages travel as msgpack (binary), which keeps NaN, +-inf and each
+column's dtype, so the hub can serve the native protocol (producers/native.py) exactly;
+the hub still reads the JSON publish messages of older producer workers.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
+import msgpack
 import numpy as np
 import orjson
 import pandas as pd
@@ -45,6 +49,15 @@ MESSAGE_TYPES = (
 MAX_LIMIT = 1500
 EMPTY_SPLIT = b'{"columns":[],"index":[],"data":[]}'
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # FreqTrade's `la` for pairs it does not have
+
+
+# Column dtype codes, in publish messages and native frames. Numeric numpy dtypes use
+# their own little-endian ``dtype.str`` ("<f8", "<i8", "|b1", "<u4"...); these are ours.
+DATETIME = "M8"  # int epoch ms (floored), None/NaT missing; decoded as UTC datetimes
+TIMEDELTA = "m8"  # int ms
+STRING = "str"  # pandas' string dtype: str or None
+OBJECT = "O"  # anything else the wire carries
+NUMERIC_KINDS = "biuf"
 
 
 class ProtocolError(ValueError):
@@ -102,7 +115,8 @@ class Request:
 class PublishFrame(TypedDict):
     key: list[str]
     columns: list[str]
-    rows: list[list[Any]]
+    dtypes: NotRequired[list[str]]  # one dtype code per column; absent: JSON publish
+    rows: list[list[Any]]  # exact: floats keep NaN and +-inf in a msgpack publish
     la: str
     full: bool  # True: the rows are the whole history; False: upsert by date
     new_candle: bool
@@ -162,7 +176,7 @@ def _column_values(series: pd.Series, name: str) -> list:
         return _milliseconds(series.to_numpy(dtype=f"{dtype.kind}8[ms]"))
     if isinstance(dtype, pd.StringDtype):
         return series.to_numpy(dtype=object, na_value=None).tolist()
-    return [_plain(value, name) for value in series.to_numpy(dtype=object)]
+    return [plain_value(value, name) for value in series.to_numpy(dtype=object)]
 
 
 def _finite_or_none(values: np.ndarray) -> list:
@@ -184,7 +198,7 @@ def _milliseconds(values: np.ndarray) -> list:
     return result
 
 
-def _plain(value: Any, column: str) -> Any:
+def plain_value(value: Any, column: str) -> Any:
     """One value of an object or extension-dtype column as a JSON-ready value."""
     if value is None or value is pd.NA or value is pd.NaT:
         return None
@@ -213,6 +227,69 @@ def _timestamp_ms(stamp: pd.Timestamp) -> int | None:
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert(None)
     return int(stamp.as_unit("ns").value // 1_000_000)
+
+
+def dtype_code(dtype: Any) -> str:
+    """The wire code of a pandas / numpy dtype (anything unknown is ``O``)."""
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return DATETIME
+    if isinstance(dtype, pd.StringDtype):
+        return STRING
+    if isinstance(dtype, np.dtype):
+        if dtype.kind in "Mm":
+            return DATETIME if dtype.kind == "M" else TIMEDELTA
+        if dtype.kind in NUMERIC_KINDS:
+            return dtype.newbyteorder("<").str
+    return OBJECT
+
+
+def is_dtype_code(code: Any) -> bool:
+    """Whether ``code`` is a dtype code the wire knows."""
+    if code in (DATETIME, TIMEDELTA, STRING, OBJECT):
+        return True
+    if not isinstance(code, str) or code[:1] not in "<|":
+        return False
+    try:
+        return np.dtype(code).kind in NUMERIC_KINDS
+    except TypeError:
+        return False
+
+
+def exact_rows(df: pd.DataFrame) -> tuple[list[str], list[str], list[list]]:
+    """Columns, dtype codes and rows of ``df`` as exact plain values, for msgpack.
+
+    As encode_rows, but floats stay floats (NaN and +-inf included) and each
+    column's dtype code goes along.
+
+    Raises:
+        ValueError: a column holds a value with no wire form.
+    """
+    names = [str(name) for name in df.columns]
+    codes = [dtype_code(series.dtype) for _, series in df.items()]
+    values = [
+        column_values(series, code, name)
+        for (_, series), code, name in zip(df.items(), codes, names, strict=True)
+    ]
+    if not values:
+        return names, codes, [[] for _ in range(len(df))]
+    return names, codes, list(map(list, zip(*values, strict=True)))
+
+
+def column_values(series: pd.Series, code: str, name: str) -> list:
+    """One column's exact plain values for its dtype code (see exact_rows)."""
+    if code in (DATETIME, TIMEDELTA):
+        return _milliseconds(series.to_numpy(dtype=f"{code}[ms]"))
+    if code == STRING:
+        return series.to_numpy(dtype=object, na_value=None).tolist()
+    if code == OBJECT:
+        return [_exact_plain(value, name) for value in series.to_numpy(dtype=object)]
+    return series.to_numpy().tolist()  # numeric: exact Python floats, ints, bools
+
+
+def _exact_plain(value: Any, column: str) -> Any:
+    if isinstance(value, float | np.floating):
+        return float(value)  # NaN and +-inf kept: msgpack carries them
+    return plain_value(value, column)
 
 
 def encode_row_json(row: list) -> bytes:
@@ -524,11 +601,15 @@ def _decode_index(index: list) -> pd.Index:
 def publish_frame(
     key: Key, df: pd.DataFrame, la: datetime, *, full: bool, new_candle: bool
 ) -> PublishFrame:
-    """One stream's rows for a publish message (``full``: the whole history)."""
-    columns, rows = encode_rows(df)
+    """One stream's rows for a publish message (``full``: the whole history).
+
+    Exact: floats keep NaN and +-inf and every column's dtype code goes along.
+    """
+    columns, dtypes, rows = exact_rows(df)
     return {
         "key": list(key),
         "columns": columns,
+        "dtypes": dtypes,
         "rows": rows,
         "la": format_datetime(la),
         "full": full,
@@ -539,11 +620,13 @@ def publish_frame(
 def publish_message(
     seq: int, frames: Iterable[PublishFrame], whitelist: Sequence[str] | None = None
 ) -> bytes:
+    """The msgpack publish message (binary): exact floats and dtypes reach the hub."""
     data = {
         "whitelist": None if whitelist is None else list(whitelist),
         "frames": list(frames),
     }
-    return orjson.dumps({"type": "publish", "seq": seq, "data": data})
+    message = {"type": "publish", "seq": seq, "data": data}
+    return msgpack.packb(message, use_bin_type=True)
 
 
 def ack_message(seq: int) -> str:
@@ -560,9 +643,7 @@ def parse_publish(text: str | bytes) -> PublishMessage:
     Raises:
         ProtocolError: saying which frame, row or field is wrong.
     """
-    message = _load_object(
-        text, 'a publish message {"type":"publish","seq":1,"data":{...}}'
-    )
+    message = _load_publish(text)
     if message.get("type") != "publish":
         raise ProtocolError(
             f'expected type "publish", got {_short(message.get("type"))}'
@@ -593,6 +674,22 @@ def parse_publish(text: str | bytes) -> PublishMessage:
     }
 
 
+def _load_publish(text: str | bytes | None) -> dict:
+    """A publish message from msgpack (binary) or, from older workers, JSON."""
+    example = 'a publish message {"type":"publish","seq":1,"data":{...}}'
+    if not isinstance(text, bytes | bytearray) or text[:1] in (b"{", b" ", b""):
+        return _load_object(text, example)
+    try:
+        message = msgpack.unpackb(text, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise ProtocolError(
+            f"invalid msgpack ({exc}): send {example} packed with msgpack, or as JSON"
+        ) from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"a message must be a map, got {type(message).__name__}")
+    return message
+
+
 def _check_frame(frame: Any, where: str) -> None:
     if not isinstance(frame, dict):
         raise ProtocolError(f"{where} must be an object, got {_short(frame)}")
@@ -615,6 +712,16 @@ def _check_frame(frame: Any, where: str) -> None:
             )
     parse_datetime(frame.get("la"), f"{where} la")
     _check_rows(frame.get("columns"), frame.get("rows"), where)
+    dtypes = frame.get("dtypes")
+    if dtypes is not None and not (
+        isinstance(dtypes, list)
+        and len(dtypes) == len(frame["columns"])
+        and all(map(is_dtype_code, dtypes))
+    ):
+        raise ProtocolError(
+            f"{where} dtypes must list one dtype code per column (such as "
+            f'"<f8", "<i8", "|b1", "M8", "str", "O"), got {_short(dtypes)}'
+        )
 
 
 def _check_rows(columns: Any, rows: Any, where: str) -> None:
@@ -645,11 +752,43 @@ def _check_rows(columns: Any, rows: Any, where: str) -> None:
         previous = date
 
 
-def frame_rows(frame: PublishFrame) -> tuple[list[bytes], list[int]]:
-    """A checked frame's rows as stored JSON bytes, and their dates in ms."""
+def frame_rows(
+    frame: PublishFrame, where: str = "frame"
+) -> tuple[list[bytes], list[int]]:
+    """A checked frame's rows as stored JSON bytes, and their dates in ms.
+
+    The JSON rows serve FreqTrade's protocol: NaN and +-inf become null there, as
+    FreqTrade sends them.
+
+    Raises:
+        ProtocolError: a value has no JSON form.
+    """
     at = frame["columns"].index("date")
     rows = frame["rows"]
-    return [encode_row_json(row) for row in rows], [row[at] for row in rows]
+    try:
+        texts = [encode_row_json(row) for row in rows]
+    except (TypeError, ValueError, OverflowError) as exc:  # bytes, extension types
+        raise _no_wire_form(frame, where, exc) from None
+    return texts, [row[at] for row in rows]
+
+
+def packed_rows(frame: PublishFrame, where: str = "frame") -> list[bytes]:
+    """A checked frame's rows as msgpack bytes, every value exact (native replies).
+
+    Raises:
+        ProtocolError: a value has no wire form.
+    """
+    try:
+        return [msgpack.packb(row, use_bin_type=True) for row in frame["rows"]]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _no_wire_form(frame, where, exc) from None
+
+
+def _no_wire_form(frame: PublishFrame, where: str, exc: Exception) -> ProtocolError:
+    return ProtocolError(
+        f"{where} {frame['key']} holds a value with no JSON form ({exc}): send "
+        "numbers, strings, booleans, null or lists"
+    )
 
 
 def parse_hub_reply(text: str | bytes) -> AckMessage | ErrorMessage:

@@ -1,9 +1,10 @@
 """The hub's snapshot store: the latest analysed rows of every stream, and whitelists.
 
-Rows are kept as pre-encoded JSON bytes, so replies join bytes instead of encoding
-dataframes, and a reply is encoded once per (stream, limit, version) however many
-consumers ask. MemoryStore serves the embedded hub; RedisStore lets several hub
-processes share one state (settings.REDIS_URL).
+Rows are kept pre-encoded twice: as JSON bytes (FreqTrade's replies join them instead
+of encoding dataframes) and as msgpack bytes with the columns' dtype codes (exact
+values for the native protocol). A reply is encoded once per (stream, limit, format,
+version) however many consumers ask. MemoryStore serves the embedded hub; RedisStore
+lets several hub processes share one state (settings.REDIS_URL).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import msgpack
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from producers import native
 from producers.protocol import (
     EMPTY_SPLIT,
     EPOCH,
@@ -39,8 +42,10 @@ from producers.protocol import (
 
 StreamKey = tuple[str, str, str, str]  # (producer, pair, timeframe, candle_type)
 
-# Distinct limits cached per stream; FreqTrade consumers ask 1500 and a few gap sizes.
+# Distinct (limit, format) replies cached per stream; consumers ask 1500 and a few gap
+# sizes.
 REPLY_CACHE_LIMITS = 16
+FREQTRADE, NATIVE = "freqtrade", native.SUBPROTOCOL  # reply formats
 
 
 class ColumnsChanged(ProtocolError):
@@ -58,12 +63,24 @@ class Snapshot:
     first_index: int  # position of rows[0] in the stored snapshot, FreqTrade's label
     la: datetime
     version: int
+    packed: list[bytes] = field(default_factory=list)  # the rows as msgpack, exact
+    dtypes: list[str] | None = None  # the columns' dtype codes; None: infer
+
+    def native_columns(self) -> list[list[Any]]:
+        """The rows as native wire columns (see native.columns_from_rows)."""
+        rows = msgpack.unpackb(_array(self.packed), raw=False) if self.packed else []
+        return native.columns_from_rows(self.columns, self.dtypes, rows)
+
+
+def _array(packed: Sequence[bytes]) -> bytes:
+    # Stored msgpack rows joined into one msgpack array: unpacked in one C call.
+    return native.array_header(len(packed)) + b"".join(packed)
 
 
 @dataclass
 class _CachedReplies:
     token: Hashable  # what identifies the stored version these replies were built from
-    texts: dict[int | None, str] = field(default_factory=dict)
+    texts: dict[tuple[int | None, str], str | bytes] = field(default_factory=dict)
 
 
 class SnapshotStore(ABC):
@@ -88,10 +105,20 @@ class SnapshotStore(ABC):
         rows: list[bytes],
         dates: list[int],
         la: datetime,
+        *,
+        packed: list[bytes] | None = None,
+        dtypes: list[str] | None = None,
     ) -> int:
-        """Make ``rows`` the whole snapshot of ``key``; returns the new version."""
+        """Make ``rows`` the whole snapshot of ``key``; returns the new version.
+
+        ``packed`` holds the same rows as msgpack (exact) and ``dtypes`` the columns'
+        dtype codes, for native replies; without them both come from the JSON rows.
+        """
         _check_dates(rows, dates)
-        return await self._write("replace", key, list(columns), rows, dates, la)
+        packed = _packed(rows, packed)
+        return await self._write(
+            "replace", key, list(columns), rows, dates, la, packed, dtypes
+        )
 
     async def upsert(
         self,
@@ -100,18 +127,26 @@ class SnapshotStore(ABC):
         rows: list[bytes],
         dates: list[int],
         la: datetime,
+        *,
+        packed: list[bytes] | None = None,
+        dtypes: list[str] | None = None,
     ) -> int:
         """Merge rows by date: stored rows from the first new date on are replaced.
 
         A later date appends, an equal date replaces that row, an earlier date rewinds
         the history to it (FreqTrade's consumer does the same). With no snapshot yet
         this is ``replace``. Rows must be sorted by date. Returns the new version.
+        ``dtypes``, when given, replace the stored ones: native replies fall back to
+        inferring a column's dtype where older rows do not fit the new one.
 
         Raises:
             ColumnsChanged: the columns differ from the stored ones.
         """
         _check_dates(rows, dates)
-        return await self._write("upsert", key, list(columns), rows, dates, la)
+        packed = _packed(rows, packed)
+        return await self._write(
+            "upsert", key, list(columns), rows, dates, la, packed, dtypes
+        )
 
     @abstractmethod
     async def _write(
@@ -122,6 +157,8 @@ class SnapshotStore(ABC):
         rows: list[bytes],
         dates: list[int],
         la: datetime,
+        packed: list[bytes],
+        dtypes: list[str] | None,
     ) -> int:
         """Replace or upsert (``mode``), trim to max_rows, bump the version."""
 
@@ -153,24 +190,43 @@ class SnapshotStore(ABC):
 
         An unknown stream gets FreqTrade's answer: an empty frame with la = EPOCH.
         """
+        return await self._reply(key, limit, FREQTRADE)
+
+    async def native_reply(self, key: StreamKey, limit: int | None) -> bytes:
+        """The native (candlecast.v1) analyzed_df reply, encoded once per version.
+
+        Exact values and dtypes; an unknown stream gets an empty frame, la = EPOCH.
+        """
+        return await self._reply(key, limit, NATIVE)
+
+    async def _reply(self, key: StreamKey, limit: int | None, fmt: str) -> str | bytes:
         _check_limit(limit)
         token = await self._version_token(key)
         if token is None:
-            return analyzed_df_message(key[1:], EMPTY_SPLIT, EPOCH)
+            return _empty_reply(key, fmt)
         cached = self._replies.get(key)
-        if cached is not None and cached.token == token and limit in cached.texts:
-            return cached.texts[limit]
+        if cached is not None and cached.token == token:
+            text = cached.texts.get((limit, fmt))
+            if text is not None:
+                return text
         found = await self._read_tail(key, limit)
         if found is None:  # removed between the two reads
-            return analyzed_df_message(key[1:], EMPTY_SPLIT, EPOCH)
+            return _empty_reply(key, fmt)
         snapshot, token = found  # may be newer than the first read: cache under it
-        doc = split_document(snapshot.columns, snapshot.rows, snapshot.first_index)
-        text = analyzed_df_message(key[1:], doc, snapshot.la)
-        self._remember(key, token, limit, text)
+        if fmt == NATIVE:
+            text = await _native_reply(key, snapshot)
+        else:
+            doc = split_document(snapshot.columns, snapshot.rows, snapshot.first_index)
+            text = analyzed_df_message(key[1:], doc, snapshot.la)
+        self._remember(key, token, (limit, fmt), text)
         return text
 
     def _remember(
-        self, key: StreamKey, token: Hashable, limit: int | None, text: str
+        self,
+        key: StreamKey,
+        token: Hashable,
+        which: tuple[int | None, str],
+        text: str | bytes,
     ) -> None:
         cached = self._replies.get(key)
         if cached is None or cached.token != token:
@@ -178,7 +234,42 @@ class SnapshotStore(ABC):
             cached = self._replies[key] = _CachedReplies(token)
         if len(cached.texts) >= REPLY_CACHE_LIMITS:
             cached.texts.pop(next(iter(cached.texts)))
-        cached.texts[limit] = text
+        cached.texts[which] = text
+
+
+def _empty_reply(key: StreamKey, fmt: str) -> str | bytes:
+    if fmt == NATIVE:
+        block = native.frame_block(key[1:], [], 0, 0, EPOCH)
+        return native.message("analyzed_df", [block])
+    return analyzed_df_message(key[1:], EMPTY_SPLIT, EPOCH)
+
+
+async def _native_reply(key: StreamKey, snapshot: Snapshot) -> bytes:
+    def build() -> bytes:
+        block = native.frame_block(
+            key[1:],
+            snapshot.native_columns(),
+            len(snapshot.rows),
+            snapshot.first_index,
+            snapshot.la,
+        )
+        return native.message("analyzed_df", [block])
+
+    # 1500 rows take a few ms to columnise: off the loop when big, like decoding.
+    if len(snapshot.packed) > 64:
+        return await asyncio.to_thread(build)
+    return build()
+
+
+def _packed(rows: Sequence[bytes], packed: list[bytes] | None) -> list[bytes]:
+    """The msgpack rows; from the JSON rows when the caller has none (older input)."""
+    if packed is None:
+        return [msgpack.packb(orjson.loads(row), use_bin_type=True) for row in rows]
+    if len(packed) != len(rows):
+        raise ValueError(
+            f"{len(rows)} JSON rows but {len(packed)} msgpack rows: give both per row"
+        )
+    return packed
 
 
 def _check_limit(limit: int | None) -> None:
@@ -208,6 +299,8 @@ class _Stream:
     dates: list[int]
     la: datetime
     version: int
+    packed: list[bytes]
+    dtypes: list[str] | None
 
 
 class MemoryStore(SnapshotStore):
@@ -230,28 +323,35 @@ class MemoryStore(SnapshotStore):
         rows: list[bytes],
         dates: list[int],
         la: datetime,
+        packed: list[bytes],
+        dtypes: list[str] | None,
     ) -> int:
         la = _utc(la)
         with self._lock:
             stream = self._streams.get(key)
             if mode == "replace" or stream is None:
-                stream = _Stream(columns, list(rows), list(dates), la, 0)
+                stream = _Stream(
+                    columns, list(rows), list(dates), la, 0, list(packed), dtypes
+                )
                 self._streams[key] = stream
                 return self._finish(stream)
             if stream.columns != columns:
                 raise _columns_changed(key)
             if dates:
                 cut = bisect.bisect_left(stream.dates, dates[0])
-                del stream.rows[cut:], stream.dates[cut:]
+                del stream.rows[cut:], stream.dates[cut:], stream.packed[cut:]
                 stream.rows.extend(rows)
                 stream.dates.extend(dates)
+                stream.packed.extend(packed)
             stream.la = la
+            if dtypes is not None:
+                stream.dtypes = dtypes
             return self._finish(stream)
 
     def _finish(self, stream: _Stream) -> int:
         excess = len(stream.rows) - self.max_rows
         if excess > 0:
-            del stream.rows[:excess], stream.dates[:excess]
+            del stream.rows[:excess], stream.dates[:excess], stream.packed[:excess]
         stream.version = next(self._versions)
         return stream.version
 
@@ -269,6 +369,8 @@ class MemoryStore(SnapshotStore):
                 start,
                 stream.la,
                 stream.version,
+                stream.packed[start:],
+                stream.dtypes,
             )
             return snapshot, stream.version
 
@@ -303,26 +405,32 @@ def _columns_changed(key: StreamKey) -> ColumnsChanged:
 ### Redis store
 
 # KEYS: rows (sorted set scored by date ms), meta (hash). ARGV: mode, columns JSON,
-# la, max rows, generation, then score/member pairs sorted by date. One script, so
-# every hub process sees either the old or the new snapshot, never half of one.
+# la, max rows, generation, dtypes JSON ("" keeps the stored ones), then score/member
+# pairs sorted by date. One script, so every hub process sees either the old or the
+# new snapshot, never half of one.
 _WRITE = """
 local stored = redis.call('HGET', KEYS[2], 'columns')
 if ARGV[1] == 'upsert' and stored then
   if stored ~= ARGV[2] then return redis.error_reply('CANDLECAST_COLUMNS') end
-  if #ARGV >= 6 then redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[6], '+inf') end
+  if #ARGV >= 7 then redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[7], '+inf') end
 else
   redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[2], 'dtypes')
 end
-for i = 6, #ARGV, 1000 do
+for i = 7, #ARGV, 1000 do
   redis.call('ZADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
 if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1) end
 redis.call('HSET', KEYS[2], 'columns', ARGV[2], 'la', ARGV[3])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'dtypes', ARGV[6]) end
 redis.call('HSETNX', KEYS[2], 'gen', ARGV[5])
 return redis.call('HINCRBY', KEYS[2], 'version', 1)
 """
-_DATE = 8  # members are the date (8 bytes, big-endian) then the row: always unique
+# Members: the date (8 bytes, big-endian, so always unique), the JSON row's length
+# (4 bytes), the JSON row, then the msgpack row.
+_DATE = 8
+_LENGTH = 4
 
 
 @dataclass
@@ -370,9 +478,11 @@ class RedisStore(SnapshotStore):
             await connection.client.aclose()
 
     def _keys(self, key: StreamKey) -> tuple[str, str]:
-        # The hash tag keeps both keys of a stream in one Redis Cluster slot.
+        # The hash tag keeps both keys of a stream in one Redis Cluster slot. "2": the
+        # member layout with msgpack rows; a hub upgraded in place ignores the old
+        # keys, and the producer worker republishes its history when it reconnects.
         tag = f"{self._prefix}{{{orjson.dumps(list(key)).decode()}}}"
-        return f"{tag}:rows", f"{tag}:meta"
+        return f"{tag}:rows2", f"{tag}:meta2"
 
     def _unreachable(self, exc: Exception) -> SnapshotStoreUnavailable:
         return SnapshotStoreUnavailable(
@@ -388,11 +498,15 @@ class RedisStore(SnapshotStore):
         rows: list[bytes],
         dates: list[int],
         la: datetime,
+        packed: list[bytes],
+        dtypes: list[str] | None,
     ) -> int:
         args: list[Any] = [mode, orjson.dumps(columns), format_datetime(la)]
         args += [self.max_rows, secrets.token_hex(8)]
-        for date, row in zip(dates, rows, strict=True):
-            args += (date, date.to_bytes(_DATE, "big", signed=True) + row)
+        args.append(b"" if dtypes is None else orjson.dumps(dtypes))
+        for date, row, exact in zip(dates, rows, packed, strict=True):
+            head = date.to_bytes(_DATE, "big", signed=True)
+            args += (date, head + len(row).to_bytes(_LENGTH, "big") + row + exact)
         try:
             return int(await self._connection().write(keys=self._keys(key), args=args))
         except ResponseError as exc:
@@ -408,21 +522,27 @@ class RedisStore(SnapshotStore):
         rows_key, meta_key = self._keys(key)
         try:
             async with self._connection().client.pipeline(transaction=True) as pipe:
-                pipe.hmget(meta_key, "columns", "la", "version", "gen")
+                pipe.hmget(meta_key, "columns", "la", "version", "gen", "dtypes")
                 pipe.zcard(rows_key)
                 pipe.zrange(rows_key, 0 if limit is None else -limit, -1)
-                (columns, la, version, gen), count, members = await pipe.execute()
+                (
+                    (columns, la, version, gen, dtypes),
+                    count,
+                    members,
+                ) = await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unreachable(exc) from exc
         if version is None:
             return None
-        rows = [member[_DATE:] for member in members]
+        rows, packed = _split_members(members)
         snapshot = Snapshot(
             orjson.loads(columns),
             rows,
             count - len(rows),
             parse_datetime(la.decode()),
             int(version),
+            packed,
+            orjson.loads(dtypes) if dtypes else None,
         )
         return snapshot, (gen, int(version))
 
@@ -453,6 +573,15 @@ class RedisStore(SnapshotStore):
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unreachable(exc) from exc
         return None if value is None else orjson.loads(value)
+
+
+def _split_members(members: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    rows, packed = [], []
+    for member in members:
+        end = _DATE + _LENGTH + int.from_bytes(member[_DATE : _DATE + _LENGTH], "big")
+        rows.append(member[_DATE + _LENGTH : end])
+        packed.append(member[end:])
+    return rows, packed
 
 
 def redact_url(url: str) -> str:

@@ -38,20 +38,31 @@ def analysed_frame(
     return df
 
 
-async def connect(path: str, *, headers: list | None = None):
-    communicator = WebsocketCommunicator(application, path, headers=headers or [])
-    connected, _ = await communicator.connect(timeout=TIMEOUT)
+async def connect(
+    path: str, *, headers: list | None = None, subprotocols: list | None = None
+):
+    communicator = WebsocketCommunicator(
+        application, path, headers=headers or [], subprotocols=subprotocols
+    )
+    connected, chosen = await communicator.connect(timeout=TIMEOUT)
+    communicator.chosen = chosen  # the subprotocol the socket selected, or None
     return communicator, connected
 
 
-async def feed(token: str | None, *, bearer: bool = False, origin: str | None = None):
+async def feed(
+    token: str | None,
+    *,
+    bearer: bool = False,
+    origin: str | None = None,
+    subprotocols: list | None = None,
+):
     headers = [(b"origin", origin.encode())] if origin else []
     path = "/api/v1/message/ws"
     if token and bearer:
         headers.append((b"authorization", f"Bearer {token}".encode()))
     elif token:
         path += f"?token={token}"
-    return await connect(path, headers=headers)
+    return await connect(path, headers=headers, subprotocols=subprotocols)
 
 
 async def publisher(key: str):

@@ -267,7 +267,9 @@ def test_it_holds_the_hub_s_frames_and_reports_its_status(stack):
             assert_continuous(frames[pair])
             assert_equal_to_hub(frames[pair], hub[pair])
         log = stack.log("consumer")
-        assert "all 3 pairs loaded" in log and "(300 rows each)" in log
+        # At least the history: on a slow machine a candle may close while loading.
+        loaded_rows = re.search(r"all 3 pairs loaded in [\d.]+ s \((\d+)", log)
+        assert loaded_rows and int(loaded_rows.group(1)) >= HISTORY, log
         assert requests(log) == []  # nothing was missing
         if os.environ.get("REDIS_URL"):  # else in the hub's local memory only
             status = stack.python(STATUS)["status"]["producers"]["default"]

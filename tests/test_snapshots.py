@@ -236,7 +236,7 @@ async def test_it_bounds_the_reply_cache(store):
     assert len(store._replies[KEY].texts) == REPLY_CACHE_LIMITS
     await store.upsert(KEY, COLUMNS, *make_rows(10 * STEP), LA)
     await store.analyzed_df_reply(KEY, 2)
-    assert list(store._replies[KEY].texts) == [2]  # older versions dropped
+    assert list(store._replies[KEY].texts) == [(2, "freqtrade")]  # older dropped
     await store.analyzed_df_reply(("x", "NOPE/USDT", "5m", "spot"), 2)
     assert ("x", "NOPE/USDT", "5m", "spot") not in store._replies
 
