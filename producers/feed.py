@@ -44,6 +44,7 @@ CLOSE_TOKEN_EXPIRED = 4002
 class FeedSocket(AsyncWebsocketConsumer):
     token: FeedToken | None = None
     native = False  # this client speaks candlecast.v1
+    tasks: tuple = ()
 
     async def connect(self) -> None:
         self.address = scope_address(self.scope)
@@ -84,12 +85,25 @@ class FeedSocket(AsyncWebsocketConsumer):
             native.SUBPROTOCOL if self.native else "freqtrade",
         )
 
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            # A failing channel layer (Redis down) ends the socket without any
+            # websocket.disconnect: it would stay listed as connected for good.
+            if self.token is not None:
+                logger.error(
+                    "feed: lost %s: %s (is the channel layer's Redis up?)",
+                    self.address,
+                    exc,
+                )
+                self._forget()
+            raise
+
     async def disconnect(self, code: int) -> None:
         if self.token is None:
             return
-        status.feed_disconnected(self.producer.name, self.channel_name)
-        for task in self.tasks:
-            task.cancel()
+        self._forget()
         await self.channel_layer.group_discard(self.group, self.channel_name)
         logger.info(
             "feed: %s left %s (code %s)", self.address, self.producer.name, code
@@ -203,6 +217,12 @@ class FeedSocket(AsyncWebsocketConsumer):
             self.link.replied(len(text))
 
     ### Helpers
+
+    def _forget(self) -> None:
+        """Leave the status page and stop this socket's timers (idempotent)."""
+        status.feed_disconnected(self.producer.name, self.channel_name)
+        for task in self.tasks:
+            task.cancel()
 
     async def _whitelist(self) -> list[str]:
         pairs = await get_store().whitelist(self.producer.name)

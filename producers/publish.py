@@ -79,6 +79,22 @@ class PublishSocket(AsyncWebsocketConsumer):
             self.address,
         )
 
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            # A failing channel layer (Redis down) ends the socket without any
+            # websocket.disconnect: it would stay listed as connected for good.
+            if self.accepted:
+                logger.error(
+                    "publish: lost producer worker %s: %s (is the channel layer's "
+                    "Redis up?)",
+                    self.producer.name,
+                    exc,
+                )
+                status.producer_disconnected(self.producer.name, self.channel_name)
+            raise
+
     async def disconnect(self, code: int) -> None:
         if self.accepted:
             status.producer_disconnected(self.producer.name, self.channel_name)

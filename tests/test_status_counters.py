@@ -11,7 +11,7 @@ from channels.layers import get_channel_layer
 
 from controlplane import status, statusdocs
 from producers.groups import feed_group
-from tests.feeds import analysed_frame, frame, publish, publisher
+from tests.feeds import analysed_frame, feed, frame, publish, publisher
 from tests.statuskit import fresh_counters
 
 
@@ -236,3 +236,32 @@ async def test_the_publish_socket_counts_a_refused_key(producer):
     socket, connected = await publisher("ccp_notakey")
     assert not connected
     assert status.read_state()["refused"]["credentials"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_killed_by_its_channel_layer_leaves_the_status(
+    producer, producer_key, feed_token, monkeypatch
+):
+    """A dead Redis ends sockets without websocket.disconnect; none stays listed."""
+    layer, broken = get_channel_layer(), asyncio.Event()
+    read = layer.receive
+
+    async def receive(channel):
+        message = await read(channel)
+        if broken.is_set():
+            raise ConnectionError("Error connecting to 127.0.0.1:6379")
+        return message
+
+    monkeypatch.setattr(layer, "receive", receive)
+    socket, _ = await publisher(producer_key)
+    follower, _ = await feed(feed_token[0])
+    meter = status.counters.meter(producer.name)
+    channels = [*meter.publishers, *meter.subscribers]
+    assert len(channels) == 2
+    broken.set()
+    for communicator, channel in zip((socket, follower), channels, strict=True):
+        await layer.send(channel, {"type": "anything"})
+        with pytest.raises(ConnectionError):
+            await communicator.wait(1)
+    doc = own(producer.name)
+    assert (doc["publishers"], doc["subscribers"]) == ([], [])
