@@ -2,12 +2,14 @@
 
 Unlike `runserver`, the WebSocket size limits follow the project's message size
 limit (Daphne's 1 MiB default also applies to outgoing frames and kills a socket
-with 1011), the access log passes through the secret-redacting filter, and a
-socket closed by the application carries its close reason to the client.
+with 1011), the access log passes through the secret-redacting filter, a socket
+closed by the application carries its close reason to the client, and a socket's
+sends wait while its connection's send buffer is full.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -21,6 +23,14 @@ from django.core.management.base import BaseCommand
 from producers.snapshots import redact_url
 
 logger = logging.getLogger("candlecast.hub")
+
+# Daphne's send never waits: a burst of replies (100 pairs x 600 KB) to a consumer
+# that reads slowly sat whole in the hub's memory, once per consumer (4.8 GB with 50
+# consumers on a loaded machine), and the hub's pings queued behind it until the
+# ping timeout dropped the socket, which then asked for everything again. A socket's
+# send now waits while more than this is buffered for its connection.
+SEND_BUFFER_HIGH_WATER = 4 << 20
+DRAIN_POLL_SECONDS = 0.005
 
 
 def access_log(protocol: str, action: str, details: dict) -> None:
@@ -57,6 +67,32 @@ class ReasonedWebSocketProtocol(WebSocketProtocol):
         super().handle_reply(message)
 
 
+def buffered_bytes(transport: object) -> int:
+    """Bytes written to a Twisted TCP transport and not yet taken by the kernel.
+
+    Reads the buffer fields of Twisted's FileDescriptor (private, checked with
+    Twisted 26.10 by tests/test_runhub.py); any other
+    transport (TLS terminated in Daphne) reads as empty, i.e. no flow control.
+    """
+    data = getattr(transport, "dataBuffer", b"")
+    pending = getattr(transport, "_tempDataLen", 0)
+    return len(data) - getattr(transport, "offset", 0) + pending
+
+
+class FlowControlledServer(Server):
+    """Daphne whose websocket.send waits until the connection's buffer drains."""
+
+    async def handle_reply(self, protocol, message: dict) -> None:
+        await super().handle_reply(protocol, message)
+        if message.get("type") != "websocket.send":
+            return
+        while buffered_bytes(protocol.transport) > SEND_BUFFER_HIGH_WATER:
+            state = self.connections.get(protocol)
+            if state is None or "disconnected" in state:
+                return
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+
+
 def proxy_headers() -> dict[str, str]:
     """Daphne's options to trust a reverse proxy (CANDLECAST_PROXY_HEADERS)."""
     if not settings.CANDLECAST_PROXY_HEADERS:
@@ -91,7 +127,7 @@ class Command(BaseCommand):
             if settings.REDIS_URL
             else "in-memory channel layer",
         )
-        Server(
+        FlowControlledServer(
             application=ASGIStaticFilesHandler(application),
             endpoints=build_endpoint_description_strings(host=host, port=port),
             action_logger=access_log,
