@@ -24,7 +24,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from consumers.client import ConsumerSettings, Follow, ProducerClient
 from consumers.frames import FrameStore
-from producers import native, protocol
+from producers import native, protocol, snapshots
 from producers.protocol import ProtocolError
 from producers.snapshots import MemoryStore, RedisStore
 from tests.feeds import analysed_frame, feed, frame, publish, publisher, request
@@ -268,6 +268,27 @@ async def test_it_caches_replies_per_format_until_the_key_changes(store):
     fresh = await store.native_reply(STREAM, None)
     assert fresh is not first
     assert len(native.decode(fresh)["frames"][0]["df"]) == 9
+
+
+async def test_it_builds_a_reply_once_for_requests_that_arrive_together(
+    store, monkeypatch
+):
+    """A cold start: many consumers ask at once; each reply is encoded once."""
+    await store_frame(store, published(analysed_frame(rows=8)))
+    builds = []
+    build = snapshots._native_reply
+
+    async def counted(*args):
+        builds.append(args)
+        await asyncio.sleep(0.05)  # others ask while this one is being built
+        return await build(*args)
+
+    monkeypatch.setattr(snapshots, "_native_reply", counted)
+    replies = await asyncio.gather(
+        *(store.native_reply(STREAM, None) for _ in range(20))
+    )
+    assert len(builds) == 1
+    assert all(reply is replies[0] for reply in replies)
 
 
 async def test_it_answers_an_unknown_stream_with_an_empty_native_frame(store):
