@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -302,6 +303,9 @@ def test_it_serves_readers_while_a_writer_appends():
             frame = stored_frame(store)
             if len(frame) != 300 or not frame["date"].is_monotonic_increasing:
                 errors.append(len(frame))
+            # A strategy reads now and then; a reader spinning without a pause
+            # would take the GIL from the writer for a switch interval each time.
+            time.sleep(0.0002)
 
     reader = threading.Thread(target=read)
     reader.start()
