@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FREQTRADE_VENV ?= .venv-freqtrade
 export FREQTRADE_VENV
 
-.PHONY: run test test-embedded test-scaleout lint bench bench-status browser
+.PHONY: run test test-embedded test-scaleout lint bench bench-status bench-fanout browser
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,7 +40,18 @@ bench: $(VENV)/.installed
 bench-status: $(VENV)/.installed
 	$(PY) benchmarks/bench_status.py
 
+# One producer, K = 1..100 consumers: the hub against a raw websockets server.
+# FANOUT_ARGS adds flags, e.g. FANOUT_ARGS="--server uvicorn --markdown var/fanout.md".
+bench-fanout: $(VENV)/.installed
+	$(PY) benchmarks/bench_fanout.py --consumers 1,10,50,100 --pairs 100 --rows 1500 \
+	  --ticks 20 --modes raw,freqtrade,native $(FANOUT_ARGS)
+
 # The status page's browser test needs Debian's Chromium (as root; .ci/run does it).
 browser:
 	test -x /usr/bin/chromium || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# An upstream FreqTrade bot's CPU: 50 consumers on it directly, or through the hub.
+.PHONY: bench-relay
+bench-relay: $(VENV)/.installed $(FREQTRADE_VENV)/.installed
+	$(PY) benchmarks/bench_relay.py
