@@ -29,7 +29,7 @@ logger = logging.getLogger("candlecast.hub")
 # consumers on a loaded machine), and the hub's pings queued behind it until the
 # ping timeout dropped the socket, which then asked for everything again. A socket's
 # send now waits while more than this is buffered for its connection.
-SEND_BUFFER_HIGH_WATER = 4 << 20
+SEND_BUFFER_HIGH_WATER = 1 << 20
 DRAIN_POLL_SECONDS = 0.005
 
 
