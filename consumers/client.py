@@ -514,10 +514,7 @@ class ProducerClient:
             return
         offload = len(text) > OFFLOAD_BYTES
         try:
-            if offload:
-                message = await asyncio.to_thread(protocol.decode_message, text)
-            else:
-                message = protocol.decode_message(text)
+            message = await _decoded(protocol.decode_message, text, offload)
         except (ValueError, TypeError, OverflowError) as exc:  # ProtocolError, pandas
             self._drop(
                 "malformed",
@@ -560,10 +557,7 @@ class ProducerClient:
         """
         offload = len(data) > OFFLOAD_BYTES
         try:
-            if offload:
-                message = await asyncio.to_thread(native.decode, data)
-            else:
-                message = native.decode(data)
+            message = await _decoded(native.decode, data, offload)
         except (ValueError, TypeError, OverflowError) as exc:  # ProtocolError, pandas
             self._drop(
                 "malformed",
@@ -706,6 +700,11 @@ class ProducerClient:
             "last_error": self.last_error,
             "pairs": pairs,
         }
+
+
+async def _decoded(decode: Callable[[Any], Any], data: Any, offload: bool) -> Any:
+    """``decode(data)``, in a thread when ``offload``: other producers keep flowing."""
+    return await asyncio.to_thread(decode, data) if offload else decode(data)
 
 
 def _describe(exc: BaseException) -> str:
