@@ -20,7 +20,6 @@ as bytes, so the hub can split a big tick under the size limit without re-encodi
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypedDict
@@ -28,7 +27,6 @@ from typing import Any, TypedDict
 import msgpack
 import numpy as np
 import pandas as pd
-from pandas.api.internals import create_dataframe_from_blocks
 
 from producers.protocol import (
     DATETIME,
@@ -42,19 +40,18 @@ from producers.protocol import (
     is_dtype_code,
     parse_datetime,
 )
+from producers.rows import STRINGS, UTC_DATES, Rows, utc_dates
 
 SUBPROTOCOL = "candlecast.v1"
 
-# The unit FreqTrade's decoding gives dates (pd.to_datetime(ms, unit="ms", utc=True)),
-# so a frame decoded from either protocol has the same dtypes.
-DATE_UNIT = pd.to_datetime(np.array([0]), unit="ms", utc=True).unit
 NAT = np.iinfo(np.int64).min
-STRING_DTYPE = pd.array([], dtype="str").dtype  # what FreqTrade's decoding gives too
+# Columns whose pandas dtype the Rows get when they become a DataFrame.
+FINISH = {DATETIME: UTC_DATES, STRING: STRINGS}
 
 
 class DecodedFrame(TypedDict):
     key: list[str]
-    df: pd.DataFrame
+    df: pd.DataFrame | Rows  # Rows when decoded with as_rows=True
     la: datetime | None
     new_candle: bool
 
@@ -248,8 +245,9 @@ def _series_column(name: str, series: pd.Series) -> list[Any]:
 ### Decoding (consumer side)
 
 
-def decode(data: bytes) -> DecodedMessage:
-    """A native message as Python objects: every frame a DataFrame.
+def decode(data: bytes, *, as_rows: bool = False) -> DecodedMessage:
+    """A native message as Python objects: every frame a DataFrame, or with
+    ``as_rows`` the decoded :class:`~producers.rows.Rows` (what a FrameStore keeps).
 
     Raises:
         ProtocolError: the message is not a candlecast.v1 message, saying where.
@@ -271,11 +269,11 @@ def decode(data: bytes) -> DecodedMessage:
     frames = raw.get("frames")
     if not isinstance(frames, list):
         raise ProtocolError('a candlecast.v1 message needs a "frames" list')
-    decoded = [_decode_frame(f, n) for n, f in enumerate(frames)]
+    decoded = [_decode_frame(f, n, as_rows) for n, f in enumerate(frames)]
     return {"type": raw["type"], "whitelist": whitelist, "frames": decoded}
 
 
-def _decode_frame(frame: Any, number: int) -> DecodedFrame:
+def _decode_frame(frame: Any, number: int, as_rows: bool) -> DecodedFrame:
     where = f"native frame {number}"
     if not isinstance(frame, dict):
         raise ProtocolError(f"{where} must be a map")
@@ -291,53 +289,28 @@ def _decode_frame(frame: Any, number: int) -> DecodedFrame:
     if not isinstance(columns, list):
         raise ProtocolError(f"{where} ({key[0]}) needs a columns list")
     la = frame.get("la")
+    decoded = _decode_columns(columns, rows, first, f"{where} ({key[0]})")
     return {
         "key": key,
-        "df": _decode_columns(columns, rows, first, f"{where} ({key[0]})"),
+        "df": decoded if as_rows else decoded.frame(),
         "la": parse_datetime(la, f"{where} la") if la else None,
         "new_candle": frame.get("new_candle") is True,
     }
 
 
-def _decode_columns(columns: list, rows: int, first: int, where: str) -> pd.DataFrame:
+def _decode_columns(columns: list, rows: int, first: int, where: str) -> Rows:
     if not columns:
-        return pd.DataFrame()
-    names, decoded = [], []
+        return Rows((), [], range(0))
+    names, decoded, finish = [], [], {}
     for number, column in enumerate(columns):
         if not (isinstance(column, list) and len(column) == 3):
             raise ProtocolError(f"{where} column {number} must be [name, code, data]")
         name, code, payload = column
         decoded.append(_decode_column(name, code, payload, rows, where))
         names.append(name)
-    return _frame(decoded, names, pd.RangeIndex(first, first + rows))
-
-
-def _frame(arrays: list, names: list, index: pd.Index) -> pd.DataFrame:
-    """A DataFrame straight from its blocks: one 2-D block per numpy dtype.
-
-    Column by column, pandas spends ~30 us per column checking and wrapping arrays
-    (2 ms for a 1-row frame of 26 columns, more than the decoding). The arrays here
-    have exactly their final dtypes, so pandas' low-level public constructor is safe.
-    """
-    groups: dict[np.dtype, tuple[list, list]] = {}
-    blocks = []
-    for position, array in enumerate(arrays):
-        if isinstance(array, np.ndarray):
-            members, places = groups.setdefault(array.dtype, ([], []))
-            members.append(array)
-            places.append(position)
-        else:  # an extension array (tz-aware dates, strings): a block of its own
-            blocks.append((array, np.array([position], dtype=np.intp)))
-    for members, places in groups.values():
-        blocks.append((np.vstack(members), np.array(places, dtype=np.intp)))
-    columns = _column_index(tuple(names))
-    return create_dataframe_from_blocks(blocks, index=index, columns=columns)
-
-
-@functools.lru_cache(maxsize=1024)
-def _column_index(names: tuple) -> pd.Index:
-    # Every frame of a producer has the same columns: one (immutable) Index for all.
-    return pd.Index(names)
+        if code in FINISH:
+            finish[number] = FINISH[code]
+    return Rows(names, decoded, range(first, first + rows), finish)
 
 
 def _decode_column(name: Any, code: Any, payload: Any, rows: int, where: str) -> Any:
@@ -346,8 +319,6 @@ def _decode_column(name: Any, code: Any, payload: Any, rows: int, where: str) ->
     if code in (STRING, OBJECT):
         if not isinstance(payload, list) or len(payload) != rows:
             raise ProtocolError(f"{where} column {name!r} must list {rows} values")
-        if code == STRING:
-            return pd.array(payload, dtype=STRING_DTYPE)
         values = np.empty(rows, dtype=object)
         for number, value in enumerate(payload):  # lists stay lists, not a 2-D array
             values[number] = value
@@ -359,8 +330,7 @@ def _decode_column(name: Any, code: Any, payload: Any, rows: int, where: str) ->
         )
     values = np.frombuffer(payload, dtype=dtype)
     if code == DATETIME:
-        dates = values.view("M8[ms]").astype(f"M8[{DATE_UNIT}]")  # NaT stays NaT
-        return pd.array(dates).tz_localize("UTC")
+        return utc_dates(values)  # NaT stays NaT
     if code == TIMEDELTA:
         return values.view("m8[ms]")
     return values

@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from producers.rows import DATE_UNIT, STRINGS, UTC_DATES, Rows, utc_dates
 from producers.timeframes import CANDLE_TYPES, timeframe_seconds
 
 Key = tuple[str, str, str]  # (pair, timeframe, candle_type)
@@ -87,7 +88,7 @@ class DecodedAnalyzedDf(TypedDict):
     """An analyzed_df message after decode_message: df and la are Python objects."""
 
     key: list[str]
-    df: pd.DataFrame
+    df: pd.DataFrame | Rows  # Rows when decoded with as_rows=True
     la: datetime | None
 
 
@@ -460,8 +461,11 @@ def _short(value: Any) -> str:
 ### Decoding server messages (feed -> consumer)
 
 
-def decode_message(text: str | bytes) -> dict:
+def decode_message(text: str | bytes, *, as_rows: bool = False) -> dict:
     """A feed message as a dict; an analyzed_df's df and la become Python objects.
+
+    An analyzed_df's ``df`` is a DataFrame, or with ``as_rows`` the decoded
+    :class:`~producers.rows.Rows` (what a FrameStore keeps).
 
     Raises:
         ProtocolError: the envelope is malformed.
@@ -472,7 +476,7 @@ def decode_message(text: str | bytes) -> dict:
         raise ProtocolError(f"message type must be a string, got {_short(kind)}")
     data = message.get("data")
     if kind == "analyzed_df":
-        message["data"] = _decode_analyzed_df(data)
+        message["data"] = _decode_analyzed_df(data, as_rows)
     elif kind == "whitelist" and not _is_strings(data):
         raise ProtocolError(
             f"whitelist data must be a list of pairs, got {_short(data)}"
@@ -482,7 +486,7 @@ def decode_message(text: str | bytes) -> dict:
     return message
 
 
-def _decode_analyzed_df(data: Any) -> DecodedAnalyzedDf:
+def _decode_analyzed_df(data: Any, as_rows: bool) -> DecodedAnalyzedDf:
     if not isinstance(data, dict):
         raise ProtocolError(f"analyzed_df data must be an object, got {_short(data)}")
     key = _check_key(data.get("key"), "analyzed_df key")
@@ -499,7 +503,8 @@ def _decode_analyzed_df(data: Any) -> DecodedAnalyzedDf:
         )
     la = data.get("la")
     moment = parse_datetime(la, "analyzed_df la") if la else None
-    return {"key": key, "df": decode_dataframe(value), "la": moment}
+    rows = decode_rows(value)
+    return {"key": key, "df": rows if as_rows else rows.frame(), "la": moment}
 
 
 def _check_key(key: Any, what: str) -> list[str]:
@@ -523,18 +528,30 @@ def decode_dataframe(value: str | bytes) -> pd.DataFrame:
     is guessed to be a date. Numbers with a float or a null -> float64, ints -> int64,
     strings (with nulls) -> str, booleans -> bool, anything else -> object.
     """
+    return decode_rows(value).frame()
+
+
+def decode_rows(value: str | bytes) -> Rows:
+    """A split document as :class:`~producers.rows.Rows`, typed as decode_dataframe.
+
+    Raises:
+        ProtocolError: the document is not valid JSON or not a split document.
+    """
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"the dataframe is not valid JSON: {exc}") from None
     columns, index, rows = _split_parts(doc)
     if not columns and not rows:
-        return pd.DataFrame()
+        return Rows((), [], range(0))
     cells = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
-    arrays = {i: _decode_column(columns[i], cells[i]) for i in range(len(columns))}
-    frame = pd.DataFrame(arrays, index=_decode_index(index))
-    frame.columns = pd.Index(columns)
-    return frame
+    arrays, finish = [], {}
+    for position, name in enumerate(columns):
+        array, dtype = _decode_column(name, cells[position])
+        arrays.append(array)
+        if dtype is not None:
+            finish[position] = dtype
+    return Rows(columns, arrays, index, finish)
 
 
 def _split_parts(doc: Any) -> tuple[list[str], list, list[list]]:
@@ -562,37 +579,33 @@ def _split_parts(doc: Any) -> tuple[list[str], list, list[list]]:
     return columns, index, rows
 
 
-def _decode_column(name: Any, values: tuple) -> Any:
+def _decode_column(name: Any, values: tuple) -> tuple[np.ndarray, Any]:
+    """One column's values as a numpy array, and the pandas dtype it becomes."""
     types = set(map(type, values))
     if name == "date":
-        return _decode_dates(values, types)
+        return _decode_dates(values, types), UTC_DATES
     if types <= {int}:
         try:
-            return np.array(values, dtype=np.int64)
+            return np.array(values, dtype=np.int64), None
         except OverflowError:
-            return np.array(values)
+            return np.array(values), None
     if types <= {int, float, type(None)}:
-        return np.array(values, dtype=np.float64)  # None -> NaN, as read_json does
-    if types <= {str, type(None)}:
-        return pd.array(values, dtype="str")
+        return np.array(values, dtype=np.float64), None  # None -> NaN, as read_json
     if types == {bool}:
-        return np.array(values, dtype=bool)
+        return np.array(values, dtype=bool), None
     column = np.empty(len(values), dtype=object)
     column[:] = values
-    return column
+    return column, (STRINGS if types <= {str, type(None)} else None)
 
 
-def _decode_dates(values: tuple, types: set[type]) -> pd.DatetimeIndex:
+def _decode_dates(values: tuple, types: set[type]) -> np.ndarray:
     if not types <= {int, float, type(None)}:
         raise ProtocolError("the date column must hold int epoch milliseconds")
-    dtype = np.int64 if types <= {int} else np.float64  # float: null -> NaT
-    return pd.to_datetime(np.array(values, dtype=dtype), unit="ms", utc=True)
-
-
-def _decode_index(index: list) -> pd.Index:
-    if all(type(label) is int for label in index):
-        return pd.Index(np.array(index, dtype=np.int64))
-    return pd.Index(index)
+    if types <= {int}:
+        return utc_dates(np.array(values, dtype=np.int64))
+    # float or null: pandas' own conversion (null -> NaT, fractions floored)
+    stamps = pd.to_datetime(np.array(values, dtype=np.float64), unit="ms")
+    return stamps.as_unit(DATE_UNIT).to_numpy()
 
 
 ### Publish messages (producer worker <-> hub)
