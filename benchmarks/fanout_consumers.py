@@ -88,12 +88,9 @@ class Holdings:
         if self.delivered_count == self.clients:
             say(f"DELIVERED {time.time():.6f}")
 
-    def stored(self, client: int, store: FrameStore, result: Stored) -> None:
-        entry = store.get(result.key)
-        if entry is None or entry[0].empty:
-            return
+    def stored(self, client: int, result: Stored) -> None:
         pair = result.key[0]
-        date = int(entry[0]["date"].iloc[-1].value // 1_000_000)
+        date = int(result.last.value // 1_000_000)
         self.held[client][pair] = result.rows
         before = self.newest[client].get(pair)
         self.newest[client][pair] = date
@@ -175,9 +172,7 @@ def make_clients(args: argparse.Namespace, holdings: Holdings) -> list[BenchClie
                 follow,
                 settings,
                 store,
-                on_stored=lambda _name, result, i=index, s=store: holdings.stored(
-                    i, s, result
-                ),
+                on_stored=lambda _name, result, i=index: holdings.stored(i, result),
                 index=index,
                 holdings=holdings,
                 **extra,

@@ -49,13 +49,10 @@ class Holdings:
         self.newest = [0] * clients  # per client: the candle it holds on every pair
         self.reported = 0  # the newest candle said in a TICK line
 
-    def stored(self, client: int, store: FrameStore, result: Stored) -> None:
+    def stored(self, client: int, result: Stored) -> None:
         pair = result.key[0]
-        entry = store.get(result.key)
-        if entry is None:
-            return
         self.rows[client][pair] = result.rows
-        self.last[client][pair] = entry[0]["date"].iloc[-1].value // 1_000_000
+        self.last[client][pair] = result.last.value // 1_000_000
         now = time.time()
         if not self.loaded[client] and self._full(client):
             self.loaded[client] = True
@@ -100,7 +97,7 @@ def make_client(
         follow,
         settings,
         store,
-        on_stored=lambda _name, result: holdings.stored(index, store, result),
+        on_stored=lambda _name, result: holdings.stored(index, result),
         **extra,
     )
 

@@ -619,7 +619,7 @@ class ProducerClient:
         return (
             0 < len(df) < FULL_FRAME_ROWS
             and key[0] not in self._in_flight
-            and self.store.get(key) is None
+            and key not in self.store
         )
 
     def _known_key(self, key: tuple) -> bool:
@@ -688,12 +688,12 @@ class ProducerClient:
         keys = self.store.keys()
         shared = {k[0] for k in keys if sum(1 for o in keys if o[0] == k[0]) > 1}
         for key in keys:
-            entry = self.store.get(key)
-            if entry is None or entry[0].empty:
+            newest = self.store.newest(key)
+            if newest is None:
                 continue
             label = " ".join(key) if key[0] in shared else key[0]
-            last = entry[0]["date"].iloc[-1]
-            pairs[label] = {"last_candle": last.isoformat(), "rows": len(entry[0])}
+            last, rows = newest
+            pairs[label] = {"last_candle": last.isoformat(), "rows": rows}
         return {
             "connected": self.connected,
             "reconnects": self.reconnects,
@@ -702,9 +702,12 @@ class ProducerClient:
         }
 
 
-async def _decoded(decode: Callable[[Any], Any], data: Any, offload: bool) -> Any:
-    """``decode(data)``, in a thread when ``offload``: other producers keep flowing."""
-    return await asyncio.to_thread(decode, data) if offload else decode(data)
+async def _decoded(decode: Callable[..., Any], data: Any, offload: bool) -> Any:
+    """``decode(data)`` with frames as Rows (the FrameStore builds DataFrames when
+    they are read), in a thread when ``offload``: other producers keep flowing."""
+    if offload:
+        return await asyncio.to_thread(decode, data, as_rows=True)
+    return decode(data, as_rows=True)
 
 
 def _describe(exc: BaseException) -> str:

@@ -70,7 +70,7 @@ class RelayStore(FrameStore):
     def apply(self, key, df, la, *, full=None):
         result = super().apply(key, df, la, full=full)
         if isinstance(result, Stored):
-            first = FULL if result.replaced else df["date"].min()
+            first = FULL if result.replaced else result.first
             with self._notes_lock:
                 if key in self._changed and first is not FULL:
                     before = self._changed[key]
@@ -314,9 +314,7 @@ class Relay:
         if connected != self.link_up:
             self.link_up, self.link_since = connected, time.time()
         keys = self.keys()
-        newest = max(
-            (self.store.get(k)[0]["date"].iloc[-1] for k in keys), default=None
-        )
+        newest = max((self.store.newest(k)[0] for k in keys), default=None)
         error = self.client.last_error
         return {
             "url": self.follow.display_url,

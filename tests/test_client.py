@@ -400,9 +400,9 @@ async def test_it_decodes_big_frames_off_the_event_loop(monkeypatch):
     threads: list[str] = []
     decode = protocol.decode_message
 
-    def spy(text: str) -> dict:
+    def spy(text: str, **options) -> dict:
         threads.append(threading.current_thread().name)
-        return decode(text)
+        return decode(text, **options)
 
     monkeypatch.setattr(protocol, "decode_message", spy)
     monkeypatch.setattr(client_module, "OFFLOAD_BYTES", 64 * 1024)

@@ -19,6 +19,7 @@ from consumers.frames import (
     candle_steps,
     gap_limit,
 )
+from producers import protocol
 
 KEY = ("BTC/USDT", "5m", "spot")
 LA = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -214,6 +215,56 @@ def test_it_refuses_frames_without_datetime_dates():
     as_ms = make_frame(0, 3).assign(date=lambda df: df["date"].astype("int64"))
     with pytest.raises(ValueError, match="decode it to datetime64"):
         store.apply(KEY, as_ms, LA)
+
+
+def wire_rows(frame: pd.DataFrame):
+    """``frame`` as the consumer decodes it off FreqTrade's wire: Rows, not a frame."""
+    columns, rows = protocol.encode_rows(frame)
+    encoded = [protocol.encode_row_json(row) for row in rows]
+    return protocol.decode_rows(protocol.split_document(columns, encoded, 0))
+
+
+def test_it_keeps_appended_candles_as_received_until_the_frame_is_read():
+    """A candle close costs the loop a list append; the frame is built when read."""
+    store, eager = FrameStore(max_rows=300), FrameStore(max_rows=300)
+    for target in (store, eager):
+        target.apply(KEY, make_frame(0, 298), LA)
+    for n in range(298, 303):
+        result = store.apply(KEY, wire_rows(make_frame(n, 1)), LA)
+        assert result == Stored(KEY, min(n + 1, 300), 1, False, True)
+        assert (result.first, result.last) == (candle(n), candle(n))
+        assert store.newest(KEY) == (candle(n), min(n + 1, 300))
+        eager.apply(KEY, make_frame(n, 1), LA)
+        stored_frame(eager)  # built at every candle
+    frame = stored_frame(store)  # built once, from five candles
+    assert_frame_equal(frame, stored_frame(eager), check_dtype=False)
+    assert frame["enter_tag"].dtype == make_frame(0, 1)["enter_tag"].dtype
+    assert frame["date"].dtype == "datetime64[us, UTC]"
+    assert list(frame.index) == list(range(300))
+    assert stored_frame(store) is frame  # nothing new: the same frame
+
+
+def test_it_joins_received_rows_before_a_rewind_or_a_replaced_candle():
+    store = FrameStore()
+    store.apply(KEY, make_frame(0, 200), LA)
+    store.apply(KEY, wire_rows(make_frame(200, 1)), LA)
+    again = make_frame(200, 1).assign(c0=-1.0)
+    result = store.apply(KEY, wire_rows(again), LA)
+    assert result == Stored(KEY, rows=201, appended=0, replaced=False, new_candle=False)
+    frame = stored_frame(store)
+    assert frame["c0"].iloc[-1] == -1.0 and frame["date"].iloc[-1] == candle(200)
+    store.apply(KEY, wire_rows(make_frame(201, 1)), LA)
+    store.apply(KEY, wire_rows(make_frame(150, 1)), LA)  # rewind
+    assert stored_frame(store)["date"].iloc[-1] == candle(150)
+    assert len(stored_frame(store)) == 151
+
+
+def test_it_detects_a_hole_after_received_rows_not_yet_read():
+    store = FrameStore()
+    store.apply(KEY, make_frame(0, 200), LA)
+    store.apply(KEY, wire_rows(make_frame(200, 1)), LA)
+    assert store.apply(KEY, wire_rows(make_frame(202, 1)), LA) == Missing(KEY, 3)
+    assert store.apply(KEY, wire_rows(make_frame(201, 2)), LA).rows == 203
 
 
 def test_it_stores_now_when_last_analyzed_is_missing():
