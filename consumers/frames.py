@@ -193,18 +193,17 @@ class FrameStore:
             held = self._held.get(key)
             if full is None:
                 full = held is None or len(df) >= FULL_FRAME_ROWS
-            if not full and held is None:
-                result: Stored | Missing | None = Missing(
-                    key, min(RESYNC_LIMIT, self.max_rows)
-                )
-            elif not full:
-                result = self._update(key, df, first, last, analysed, held)
-            else:
-                result = None  # replaced below, outside the lock
-            if result is not None:
+            if not full:
+                if held is None:
+                    result: Stored | Missing = Missing(
+                        key, min(RESYNC_LIMIT, self.max_rows)
+                    )
+                else:
+                    result = self._update(key, df, first, last, analysed, held)
                 self._record(key, result)
                 return result
-        frame = self._prepare(df if isinstance(df, DataFrame) else df.frame())
+        # A whole frame, maybe big: sorted and cleared outside the lock.
+        frame = self._prepare(_as_frame(df))
         with self._lock:
             result = self._replace(key, frame, first, analysed, self._held.get(key))
             self._record(key, result)
