@@ -133,7 +133,9 @@ class Bot:
     def __init__(
         self, python: str, args: argparse.Namespace, token: str, log: Path, watch: Watch
     ) -> None:
-        command = [python, "-c", BOT_WRAPPER, "--token", token]
+        # "--token=": a random token may start with "-", which argparse would
+        # take for an option.
+        command = [python, "-c", BOT_WRAPPER, f"--token={token}"]
         command += ["--pairs", ",".join(pair_names(args.pairs))]
         command += ["--rows", str(args.rows), "--timeframe", args.timeframe]
         command += ["--seconds-per-candle", str(args.seconds_per_candle)]
