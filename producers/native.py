@@ -22,11 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import msgpack
 import numpy as np
-import pandas as pd
 
 from producers.protocol import (
     DATETIME,
@@ -40,13 +39,15 @@ from producers.protocol import (
     is_dtype_code,
     parse_datetime,
 )
-from producers.rows import STRINGS, UTC_DATES, Rows, utc_dates
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from producers.rows import Rows
 
 SUBPROTOCOL = "candlecast.v1"
 
 NAT = np.iinfo(np.int64).min
-# Columns whose pandas dtype the Rows get when they become a DataFrame.
-FINISH = {DATETIME: UTC_DATES, STRING: STRINGS}
 
 
 class DecodedFrame(TypedDict):
@@ -299,6 +300,8 @@ def _decode_frame(frame: Any, number: int, as_rows: bool) -> DecodedFrame:
 
 
 def _decode_columns(columns: list, rows: int, first: int, where: str) -> Rows:
+    from producers.rows import Rows  # pandas: the hub never decodes
+
     if not columns:
         return Rows((), [], range(0))
     names, decoded, finish = [], [], {}
@@ -308,8 +311,8 @@ def _decode_columns(columns: list, rows: int, first: int, where: str) -> Rows:
         name, code, payload = column
         decoded.append(_decode_column(name, code, payload, rows, where))
         names.append(name)
-        if code in FINISH:
-            finish[number] = FINISH[code]
+        if code in (DATETIME, STRING):  # UTC datetimes, pandas strings
+            finish[number] = code
     return Rows(names, decoded, range(first, first + rows), finish)
 
 
@@ -330,6 +333,8 @@ def _decode_column(name: Any, code: Any, payload: Any, rows: int, where: str) ->
         )
     values = np.frombuffer(payload, dtype=dtype)
     if code == DATETIME:
+        from producers.rows import utc_dates
+
         return utc_dates(values)  # NaT stays NaT
     if code == TIMEDELTA:
         return values.view("m8[ms]")

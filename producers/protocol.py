@@ -14,15 +14,22 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 import msgpack
 import numpy as np
 import orjson
-import pandas as pd
 
-from producers.rows import DATE_UNIT, STRINGS, UTC_DATES, Rows, utc_dates
 from producers.timeframes import CANDLE_TYPES, timeframe_seconds
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from producers.rows import Rows
+
+# pandas is imported by the functions that take or build DataFrames (producer and
+# consumer workers), never at module level: the hub only moves encoded rows, and
+# pandas 3 with pyarrow is 110 MB of every hub process's RSS.
 
 Key = tuple[str, str, str]  # (pair, timeframe, candle_type)
 
@@ -167,6 +174,8 @@ def encode_rows(df: pd.DataFrame) -> tuple[list[str], list[list]]:
 
 
 def _column_values(series: pd.Series, name: str) -> list:
+    import pandas as pd
+
     dtype = series.dtype
     kind = dtype.kind if isinstance(dtype, np.dtype | pd.DatetimeTZDtype) else ""
     if kind == "f":
@@ -201,6 +210,8 @@ def _milliseconds(values: np.ndarray) -> list:
 
 def plain_value(value: Any, column: str) -> Any:
     """One value of an object or extension-dtype column as a JSON-ready value."""
+    import pandas as pd
+
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, str | bool | int):
@@ -223,6 +234,8 @@ def plain_value(value: Any, column: str) -> Any:
 
 
 def _timestamp_ms(stamp: pd.Timestamp) -> int | None:
+    import pandas as pd
+
     if stamp is pd.NaT:
         return None
     if stamp.tzinfo is not None:
@@ -232,6 +245,8 @@ def _timestamp_ms(stamp: pd.Timestamp) -> int | None:
 
 def dtype_code(dtype: Any) -> str:
     """The wire code of a pandas / numpy dtype (anything unknown is ``O``)."""
+    import pandas as pd
+
     if isinstance(dtype, pd.DatetimeTZDtype):
         return DATETIME
     if isinstance(dtype, pd.StringDtype):
@@ -346,9 +361,9 @@ def format_datetime(moment: datetime) -> str:
     """RFC 3339 with a +00:00 offset (naive taken as UTC), as FreqTrade sends it."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    if isinstance(moment, pd.Timestamp):
-        moment = moment.to_pydatetime()
-    return moment.astimezone(UTC).isoformat()
+    # datetime's own isoformat, also for a pandas Timestamp (a datetime subclass):
+    # microseconds, never nanoseconds.
+    return datetime.isoformat(moment.astimezone(UTC))
 
 
 def parse_datetime(text: Any, what: str = "la") -> datetime:
@@ -503,8 +518,8 @@ def _decode_analyzed_df(data: Any, as_rows: bool) -> DecodedAnalyzedDf:
         )
     la = data.get("la")
     moment = parse_datetime(la, "analyzed_df la") if la else None
-    rows = decode_rows(value)
-    return {"key": key, "df": rows if as_rows else rows.frame(), "la": moment}
+    decoded = decode_rows(value)
+    return {"key": key, "df": decoded if as_rows else decoded.frame(), "la": moment}
 
 
 def _check_key(key: Any, what: str) -> list[str]:
@@ -537,6 +552,8 @@ def decode_rows(value: str | bytes) -> Rows:
     Raises:
         ProtocolError: the document is not valid JSON or not a split document.
     """
+    from producers.rows import Rows
+
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -580,10 +597,10 @@ def _split_parts(doc: Any) -> tuple[list[str], list, list[list]]:
 
 
 def _decode_column(name: Any, values: tuple) -> tuple[np.ndarray, Any]:
-    """One column's values as a numpy array, and the pandas dtype it becomes."""
+    """One column's values as a numpy array, and the dtype it becomes (rows.py)."""
     types = set(map(type, values))
     if name == "date":
-        return _decode_dates(values, types), UTC_DATES
+        return _decode_dates(values, types), DATETIME
     if types <= {int}:
         try:
             return np.array(values, dtype=np.int64), None
@@ -595,17 +612,21 @@ def _decode_column(name: Any, values: tuple) -> tuple[np.ndarray, Any]:
         return np.array(values, dtype=bool), None
     column = np.empty(len(values), dtype=object)
     column[:] = values
-    return column, (STRINGS if types <= {str, type(None)} else None)
+    return column, (STRING if types <= {str, type(None)} else None)
 
 
 def _decode_dates(values: tuple, types: set[type]) -> np.ndarray:
     if not types <= {int, float, type(None)}:
         raise ProtocolError("the date column must hold int epoch milliseconds")
+    from producers.rows import date_unit, utc_dates
+
     if types <= {int}:
         return utc_dates(np.array(values, dtype=np.int64))
+    import pandas as pd
+
     # float or null: pandas' own conversion (null -> NaT, fractions floored)
     stamps = pd.to_datetime(np.array(values, dtype=np.float64), unit="ms")
-    return stamps.as_unit(DATE_UNIT).to_numpy()
+    return stamps.as_unit(date_unit()).to_numpy()
 
 
 ### Publish messages (producer worker <-> hub)

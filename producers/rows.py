@@ -5,7 +5,7 @@ producers/native.py) produce :class:`Rows`. pandas' constructors cost 0.1-0.5 ms
 frame however few its rows, ten times the decoding of a one-row candle update, paid
 per pair and per consumer on every candle close. The consumer's FrameStore therefore
 keeps updates as Rows and builds one DataFrame from many when a frame is read.
-Pure module: numpy and pandas only.
+Pure module (numpy, pandas): the hub never imports it.
 """
 
 from __future__ import annotations
@@ -18,19 +18,16 @@ import numpy as np
 import pandas as pd
 from pandas.api.internals import create_dataframe_from_blocks
 
-# The unit FreqTrade's decoding gives dates (pd.to_datetime(ms, unit="ms", utc=True)),
-# so a frame decoded from either protocol has the same dtypes.
-DATE_UNIT = pd.to_datetime(np.array([0]), unit="ms", utc=True).unit
-UTC_DATES = pd.DatetimeTZDtype(DATE_UNIT, "UTC")
-STRINGS = pd.array([], dtype="str").dtype  # what FreqTrade's decoding gives too
+from producers.protocol import DATETIME, STRING
 
 
 class Rows:
     """Columns of equal length, as numpy arrays.
 
     ``arrays`` holds one numpy array per name; ``finish`` maps a column's position
-    to the pandas dtype it takes in the DataFrame (tz-aware UTC dates, strings),
-    which pandas makes slowly (15-40 us a column), so only when a frame is built.
+    to the wire code of the pandas dtype it takes in the DataFrame (``M8``: tz-aware
+    UTC dates, ``str``: pandas strings), which pandas makes slowly (15-40 us a
+    column), so only when a frame is built.
     A numpy datetime64 column here is always UTC. ``labels`` are the index labels
     (a range when they are consecutive integers). Treat a Rows as immutable.
     """
@@ -76,8 +73,9 @@ class Rows:
         if not self.names:
             return pd.DataFrame()
         arrays: list = list(self.arrays)
-        for position, dtype in self.finish.items():
-            arrays[position] = pd.array(arrays[position], dtype=dtype)
+        dtypes = _pandas_dtypes()
+        for position, code in self.finish.items():
+            arrays[position] = pd.array(arrays[position], dtype=dtypes[code])
         return _frame_from_arrays(arrays, self.names, _index(self.labels))
 
     @classmethod
@@ -106,9 +104,24 @@ class Rows:
         )
 
 
+@functools.cache
+def date_unit() -> str:
+    """The unit FreqTrade's decoding gives dates, pd.to_datetime(ms, unit="ms",
+    utc=True): a frame decoded from either protocol has the same dtypes."""
+    return pd.to_datetime(np.array([0]), unit="ms", utc=True).unit
+
+
+@functools.cache
+def _pandas_dtypes() -> dict[str, Any]:
+    return {
+        DATETIME: pd.DatetimeTZDtype(date_unit(), "UTC"),
+        STRING: pd.array([], dtype="str").dtype,  # what FreqTrade's decoding gives
+    }
+
+
 def utc_dates(values: np.ndarray) -> np.ndarray:
-    """int64 epoch milliseconds as datetime64 in DATE_UNIT (NaT for int64 min)."""
-    return values.view("M8[ms]").astype(f"M8[{DATE_UNIT}]")
+    """int64 epoch milliseconds as datetime64 in date_unit() (NaT for int64 min)."""
+    return values.view("M8[ms]").astype(f"M8[{date_unit()}]")
 
 
 def _frame_from_arrays(

@@ -26,7 +26,7 @@ from consumers.client import ConsumerSettings, Follow, ProducerClient
 from consumers.frames import FrameStore
 from producers import native, protocol, snapshots
 from producers.protocol import ProtocolError
-from producers.rows import DATE_UNIT
+from producers.rows import date_unit
 from producers.snapshots import MemoryStore, RedisStore
 from tests.feeds import analysed_frame, feed, frame, publish, publisher, request
 from tests.test_snapshots import REDIS_TEST_URL, delete_prefix, redis_or_skip
@@ -43,14 +43,14 @@ def exotic_frame() -> pd.DataFrame:
     dates = pd.date_range("2026-11-01", periods=5, freq="5min", tz="UTC")
     return pd.DataFrame(
         {
-            "date": dates.as_unit(DATE_UNIT),
+            "date": dates.as_unit(date_unit()),
             "close": [np.inf, -np.inf, np.nan, 1e-300, 0.1 + 0.2],
             "whole": [1.0, 2.0, 3.0, 4.0, 5.0],  # stays float64
             "count": np.array([I64.min, I64.max, 0, -1, 7], dtype=np.int64),
             "flag": [True, False, True, False, True],
             "seen": pd.DatetimeIndex(
                 [dates[0] + pd.Timedelta(milliseconds=123), pd.NaT, *dates[2:]]
-            ).as_unit(DATE_UNIT),
+            ).as_unit(date_unit()),
             "enter_tag": pd.array(["a", None, "c", "", "e"], dtype="str"),
             "note": np.array([None, "x", 1, 2.5, [1, 2]], dtype=object),
         }
@@ -400,7 +400,7 @@ async def test_it_sends_one_binary_message_a_tick_to_native_sockets_only(
         for pair in ("BTC/USDT", "ETH/USDT")
     ]
     # BTC's history has other columns: its new row is shaped like that history.
-    btc = exotic_frame().head(1).assign(date=late["date"].dt.as_unit(DATE_UNIT))
+    btc = exotic_frame().head(1).assign(date=late["date"].dt.as_unit(date_unit()))
     frames[0] = frame("BTC/USDT", btc, full=False, new_candle=True)
     assert (await publish(worker, frames, seq=20))["type"] == "ack"
     tick = native.decode(await received_bytes(ours))
@@ -569,7 +569,7 @@ def two_pairs() -> dict[str, pd.DataFrame]:
     return {
         "BTC/USDT": exotic_frame(),
         "ETH/USDT": analysed_frame(rows=5).assign(
-            date=lambda d: d["date"].dt.as_unit(DATE_UNIT)
+            date=lambda d: d["date"].dt.as_unit(date_unit())
         ),
     }
 
