@@ -3,7 +3,9 @@ snapshot store and channel layer per test, and the services check for CI."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import functools
 import os
 import secrets
 import socket
@@ -34,6 +36,72 @@ def pytest_configure(config):
                 f"{name}={url} is set but nothing answers there: start the service "
                 f"or unset {name} to test the embedded default"
             )
+
+
+# Rounds of cancelling and waiting (up to a second each) before a test loop closes.
+LEFTOVER_ROUNDS = 10
+
+
+def _end_leftover_tasks(runner: asyncio.Runner) -> None:
+    """Cancel the tasks a test left on its loop until they have ended.
+
+    A loop's own close (asyncio.Runner, in pytest-asyncio) cancels each task once and
+    waits without a limit. On Python 3.11 asyncio.wait_for() loses a cancellation that
+    arrives as the future it wraps completes (CPython gh-86296, fixed in 3.12), and
+    redis-py sends every command through wait_for() when socket_timeout is set: a
+    channels-redis receive() that loses its cancellation goes back to BZPOPMIN and
+    polls for good, and the test hangs in teardown. That is the receive loop of any
+    consumer a test leaves running, e.g. a refused handshake's, never disconnected.
+    So: cancel as the close would, then again whatever still runs a second later.
+    """
+    try:
+        loop = runner.get_loop()
+    except RuntimeError:  # the runner is closed already
+        return
+    if loop.is_closed():
+        return
+    tasks = asyncio.all_tasks(loop)
+    if tasks:
+        # Cancelled before the loop runs again, as the runner's close does.
+        for task in tasks:
+            task.cancel()
+        runner.run(_cancel_until_ended(tasks))
+
+
+async def _cancel_until_ended(tasks: set[asyncio.Task]) -> None:
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    seen = set(tasks)
+    for _ in range(LEFTOVER_ROUNDS):
+        await asyncio.wait(tasks, timeout=1)
+        tasks = asyncio.all_tasks() - {current}
+        if not tasks:
+            break
+        seen |= tasks
+        for task in tasks:
+            task.cancel()
+    else:
+        raise RuntimeError(f"tasks outlived {LEFTOVER_ROUNDS} cancellations: {tasks}")
+    for task in seen:  # as the runner's close would report them
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception in a task left by the test",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """Before pytest-asyncio closes a test's event loop, end what is left on it."""
+    value = yield
+    if isinstance(value, asyncio.Runner):
+        # Runs before the runner's own teardown (finalizers run last-in, first-out)
+        # and after the async fixtures set up later, so they still end cleanly.
+        fixturedef.addfinalizer(functools.partial(_end_leftover_tasks, value))
+    return value
 
 
 @pytest.fixture(autouse=True)
