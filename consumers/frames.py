@@ -24,6 +24,9 @@ Key = tuple[str, str, str]  # (pair, timeframe, candle_type)
 FULL_FRAME_ROWS = 100
 # What FreqTrade asks for once a hole is FULL_FRAME_ROWS candles or more.
 RESYNC_LIMIT = 1500
+# Candles kept as received per key before they are joined without a read: a pair
+# no strategy reads must not grow without bound (one join per 64 candles, ~1 ms).
+MAX_TAIL = 64
 SIGNAL_COLUMNS = ("enter_long", "exit_long", "enter_short", "exit_short")
 TAG_COLUMNS = ("enter_tag", "exit_tag")
 
@@ -142,7 +145,7 @@ class FrameStore:
     A candle that follows the stored ones is kept as received (decoded, a DataFrame
     or :class:`~producers.rows.Rows`) and joined to the frame on the next
     :meth:`get`: per candle close the worker's loop spends ~50 us a pair instead of
-    ~1 ms, and a pair nobody reads costs one join however many candles came.
+    ~1 ms, and a pair nobody reads costs one join per ``MAX_TAIL`` candles.
 
     Rewinds are kept from FreqTrade: an update whose first candle is older than the
     stored last candle drops the stored candles from that date on, and the producer's
@@ -299,6 +302,8 @@ class FrameStore:
             held.tail.append(df)
             held.rows = min(self.max_rows, held.rows + len(df))
             held.la, held.last = la, last
+            if len(held.tail) >= MAX_TAIL:
+                self._join(held)
             return Stored(key, held.rows, len(df), False, True, first, last)
         # Stored rows from the incoming first date on are superseded (replace-last
         # when equal, rewind when older); stored is sorted, so one cut suffices.

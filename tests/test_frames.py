@@ -12,6 +12,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from consumers.frames import (
+    MAX_TAIL,
     FrameStore,
     Missing,
     Stored,
@@ -242,6 +243,18 @@ def test_it_keeps_appended_candles_as_received_until_the_frame_is_read():
     assert frame["date"].dtype == "datetime64[us, UTC]"
     assert list(frame.index) == list(range(300))
     assert stored_frame(store) is frame  # nothing new: the same frame
+
+
+def test_it_bounds_the_candles_kept_for_a_pair_nobody_reads():
+    store = FrameStore(max_rows=300)
+    store.apply(KEY, make_frame(0, 200), LA)
+    last = 200 + 2 * MAX_TAIL + 4
+    for n in range(200, last + 1):
+        store.apply(KEY, wire_rows(make_frame(n, 1)), LA)
+    assert len(store._held[KEY].tail) == 5  # joined twice without a read
+    frame = stored_frame(store)
+    assert len(frame) == 300 and frame["date"].iloc[-1] == candle(last)
+    assert frame["date"].diff().iloc[1:].eq(pd.Timedelta("5min")).all()
 
 
 def test_it_joins_received_rows_before_a_rewind_or_a_replaced_candle():
