@@ -39,7 +39,7 @@ class Rows:
         names: Sequence[str],
         arrays: list[np.ndarray],
         labels: Sequence,
-        finish: dict[int, Any] | None = None,
+        finish: dict[int, str] | None = None,
     ) -> None:
         self.names = tuple(names)
         self.arrays = arrays
