@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from websockets.asyncio.client import connect  # noqa: E402
 
-from producers import protocol  # noqa: E402
+from controlplane.lib.wire import protocol  # noqa: E402
 from tests import processes  # noqa: E402
 from tests.processes import ROOT, Stack  # noqa: E402
 
@@ -59,7 +59,7 @@ LINE = re.compile(
 FREQTRADE_LINE = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - .*"
 # websockets.client: the producer worker's own reconnect attempts.
 TIMELINE_LOGGERS = (
-    "consumers.client",
+    "controlplane.lib.feedclient.client",
     "consumers.worker",
     "producers.worker",
     "websockets.client",

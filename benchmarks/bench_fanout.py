@@ -462,13 +462,14 @@ def wanted_modes(text: str) -> list[str]:
 
 def native_option(mode: str) -> dict:
     """``native=`` for ProducerClient; Unavailable while the client lacks it."""
-    from consumers.client import ProducerClient
+    from controlplane.lib.feedclient.client import ProducerClient
 
     if "native" in inspect.signature(ProducerClient).parameters:
         return {"native": mode.endswith("native")}
     if mode.endswith("native"):
         raise Unavailable(
-            "consumers.client.ProducerClient has no native= keyword yet "
+            "controlplane.lib.feedclient.client.ProducerClient has no native= "
+            "keyword yet "
             "(the candlecast.v1 client)"
         )
     return {}
@@ -492,8 +493,12 @@ async def record(
     The raw server replays exactly these bytes, so raw and hub rows of the table
     move the same messages. The client's requests are a real ProducerClient's.
     """
-    from consumers.client import ConsumerSettings, Follow, ProducerClient
-    from consumers.frames import FrameStore
+    from controlplane.lib.feedclient.client import (
+        ConsumerSettings,
+        Follow,
+        ProducerClient,
+    )
+    from controlplane.lib.feedclient.framestore import FrameStore
 
     form = mode.removeprefix("raw-")
     path = args.tmp / f"{mode}.pickle"

@@ -1,4 +1,5 @@
-"""Frame encoding and decoding: FreqTrade's way, producers.protocol, producers.native.
+"""Frame encoding and decoding: FreqTrade's way, controlplane.lib.wire.protocol,
+controlplane.lib.wire.native.
 
 Run from the repository root: ``python benchmarks/bench_frames.py [--rows 1500]
 [--pairs 100] [--best]`` (``--best``: fastest run rather than median, on a busy host).
@@ -32,7 +33,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from producers import native, protocol  # noqa: E402
+from controlplane.lib.wire import native, protocol  # noqa: E402
 from producers.snapshots import MemoryStore, RedisStore, SnapshotStore  # noqa: E402
 
 KEY = ("BTC/USDT", "5m", "spot")

@@ -10,7 +10,8 @@ phases, each with a fresh real FreqTrade 2026.9 producer
    producer of source freqtrade) following the bot with one connection, and the same
    consumers following the hub.
 
-The consumers are real ``consumers.client.ProducerClient``s speaking FreqTrade's
+The consumers are real ``controlplane.lib.feedclient.client.ProducerClient``s speaking
+FreqTrade's
 protocol in both phases, spread over a few processes (benchmarks/relay_consumers.py),
 each with its own FrameStore. Prints the bot's CPU over the cold start and over a
 steady run of candles, the time until every consumer holds every pair, per-candle
@@ -41,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from websockets.asyncio.client import connect  # noqa: E402
 
 from benchmarks.bench_consumer import cpu_seconds, load_average  # noqa: E402
-from consumers.client import request_text  # noqa: E402
-from producers import protocol  # noqa: E402
+from controlplane.lib.feedclient.client import request_text  # noqa: E402
+from controlplane.lib.wire import protocol  # noqa: E402
 from tests import processes  # noqa: E402
 from tests.processes import ROOT, Stack  # noqa: E402
 

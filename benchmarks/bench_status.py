@@ -55,7 +55,7 @@ def cpu(step: Callable[[], object], repeat: int) -> float:
 
 def seed(pairs: int, subscribers: int) -> list:
     from consumers.models import Consumer, Follow
-    from controlplane import status
+    from controlplane.lib import counters
     from producers.models import Producer
 
     names = [f"C{n:03d}/USDT" for n in range(pairs)]
@@ -79,12 +79,12 @@ def seed(pairs: int, subscribers: int) -> list:
             "started": stamp,
         }
     )
-    status.producer_connected("bench", "pub-1", "10.0.0.1")
+    counters.producer_connected("bench", "pub-1", "10.0.0.1")
     for n in range(subscribers):
-        status.feed_connected(
+        counters.feed_connected(
             "bench", f"feed-{n}", label=f"bot {n}", address=f"10.0.1.{n % 250}"
         )
-    return [status.PairUpdate(p, last, 1500, time.time()) for p in names]
+    return [counters.PairUpdate(p, last, 1500, time.time()) for p in names]
 
 
 def main() -> None:
@@ -100,11 +100,12 @@ def main() -> None:
     from django.template.loader import render_to_string
     from django.test import RequestFactory
 
-    from controlplane import metrics, status
+    from controlplane import metrics
+    from controlplane.lib import counters
     from controlplane.overview import build_status_snapshot
 
     updates = seed(args.pairs, args.subscribers)
-    link = status.feed_connected("bench", "feed-x", label="x", address="10.0.2.1")
+    link = counters.feed_connected("bench", "feed-x", label="x", address="10.0.2.1")
     event = {"messages": [], "origin": "pub-1", "seq": 1}
     snapshot = build_status_snapshot()
     body = orjson.dumps({"type": "snapshot", "data": snapshot})
@@ -123,7 +124,7 @@ def main() -> None:
     steps: list[tuple[str, Callable[[], object], str]] = [
         (
             "count one publish (hot path)",
-            lambda: status.published("bench", updates, 50_000, len(updates)),
+            lambda: counters.published("bench", updates, 50_000, len(updates)),
             "once per publish message",
         ),
         (
@@ -133,7 +134,7 @@ def main() -> None:
         ),
         (
             "flush this process's counters",
-            lambda: status.write_document(status.counters.document(time.time())),
+            lambda: counters.write_document(counters.counters.document(time.time())),
             "at most once a second",
         ),
         (
@@ -166,7 +167,7 @@ def main() -> None:
     if args.redis:  # leave nothing behind in a shared Redis
         from django.core.cache import cache
 
-        cache.delete_many([status.REGISTRY_KEY, "consumer-status:bench-consumer"])
+        cache.delete_many([counters.REGISTRY_KEY, "consumer-status:bench-consumer"])
     update = (
         results["build_status_snapshot()"] + results["encode the snapshot (orjson)"]
     )

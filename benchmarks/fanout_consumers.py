@@ -31,12 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consumers.client import (  # noqa: E402
+from controlplane.lib.feedclient.client import (  # noqa: E402
     ConsumerSettings,
     Follow,
     ProducerClient,
 )
-from consumers.frames import FrameStore, Stored  # noqa: E402
+from controlplane.lib.feedclient.framestore import FrameStore, Stored  # noqa: E402
 
 TOKEN_VARIABLE = "FANOUT_BENCH_TOKEN"
 NATIVE_PROTOCOL = "candlecast.v1"
@@ -145,7 +145,8 @@ def native_option(native: bool) -> dict:
         return {"native": native}
     if native:
         raise SystemExit(
-            "ERROR consumers.client.ProducerClient has no native= keyword yet: "
+            "ERROR controlplane.lib.feedclient.client.ProducerClient has no native= "
+            "keyword yet: "
             "native mode needs the candlecast.v1 client; run --modes raw,freqtrade"
         )
     return {}

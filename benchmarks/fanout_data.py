@@ -2,7 +2,7 @@
 
 The sample strategy runs on the synthetic source for every pair, over the history
 plus the ticks to come, and every frame is encoded for publishing with the producer
-worker's own encoder (producers.protocol.publish_frame).
+worker's own encoder (controlplane.lib.wire.protocol.publish_frame).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from producers import protocol
+from controlplane.lib.wire import protocol
 from producers.sources import SyntheticSource
 from producers.strategies.sample import SampleStrategy
 

@@ -19,7 +19,7 @@ from consumers.models import (
     Follow,
     validate_ws_token,
 )
-from controlplane.addresses import hub_address
+from controlplane.lib.addresses import hub_address
 from producers.credential_admin import (
     CredentialAdmin,
     KeyHolderAdmin,

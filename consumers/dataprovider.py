@@ -1,6 +1,7 @@
 """What consumer strategies read: FreqTrade's get_producer_df and get_producer_pairs.
 
-Pure module over one :class:`~consumers.frames.FrameStore` per producer name. Adds an
+Pure module over one :class:`~controlplane.lib.feedclient.framestore.FrameStore` per
+producer name. Adds an
 optional staleness guard (signals of an old candle are removed) and locking, since the
 worker writes from its event loop while a strategy may read from another thread.
 
@@ -8,7 +9,7 @@ Using it from a plain Python script, without Django::
 
     from datetime import UTC, datetime
     from consumers.dataprovider import DataProvider
-    from consumers.frames import FrameStore
+    from controlplane.lib.feedclient.framestore import FrameStore
 
     store = FrameStore(max_rows=1500)
     store.set_whitelist(["BTC/USDT"])
@@ -29,8 +30,13 @@ from datetime import UTC, datetime
 
 from pandas import DataFrame
 
-from consumers.frames import FrameStore, Key, candle_close, remove_signals
-from producers.timeframes import timeframe_seconds
+from controlplane.lib.candles import timeframe_seconds
+from controlplane.lib.feedclient.framestore import (
+    FrameStore,
+    Key,
+    candle_close,
+    remove_signals,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 from pandas import DataFrame
 
-from producers.timeframes import timeframe_seconds
+from controlplane.lib.candles import timeframe_seconds
 
 MERGE_COLUMN = "date_merge"
 

@@ -19,7 +19,7 @@ import pandas as pd
 from pandas import DataFrame
 
 from consumers.dataprovider import DataProvider
-from consumers.frames import Key, Stored
+from controlplane.lib.feedclient.framestore import Key, Stored
 from producers.strategy import OHLCV_COLUMNS, IStrategy, load_strategy
 
 logger = logging.getLogger(__name__)

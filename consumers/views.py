@@ -16,8 +16,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from consumers.models import ConfigError, Consumer, ConsumerKey
-from controlplane.addresses import hub_address
-from controlplane.auth import bearer, throttle
+from controlplane.lib.addresses import hub_address
+from controlplane.lib.auth import bearer, throttle
 from producers import tokens
 
 logger = logging.getLogger(__name__)

@@ -19,12 +19,17 @@ from pathlib import Path
 
 from websockets.frames import CloseCode
 
-from consumers.client import ConsumerSettings, Follow, FollowStatus, ProducerClient
 from consumers.dataprovider import DataProvider
-from consumers.frames import FrameStore, Key, Stored
 from consumers.strategy import StrategyRunner, load_consumer_strategy
-from controlplane import hubclient
-from controlplane.hubclient import FatalError, wait_or_stop
+from controlplane.lib import hubclient
+from controlplane.lib.feedclient.client import (
+    ConsumerSettings,
+    Follow,
+    FollowStatus,
+    ProducerClient,
+)
+from controlplane.lib.feedclient.framestore import FrameStore, Key, Stored
+from controlplane.lib.hubclient import FatalError, wait_or_stop
 from producers.strategy import StrategyError
 
 logger = logging.getLogger(__name__)

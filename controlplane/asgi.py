@@ -20,7 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from controlplane.auth import OptionalOriginValidator  # noqa: E402
+from controlplane.lib.auth import OptionalOriginValidator  # noqa: E402
 from controlplane.statussocket import StatusSocket  # noqa: E402
 from producers.feed import FeedSocket  # noqa: E402
 from producers.publish import PublishSocket  # noqa: E402

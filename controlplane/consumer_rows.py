@@ -13,10 +13,10 @@ from typing import TypedDict
 from django.conf import settings
 
 from consumers.models import Consumer, Follow
-from controlplane import statusdocs
-from controlplane.wording import duration, iso_ms, parse_iso
+from controlplane.lib import counterdocs
+from controlplane.lib.candles import timeframe_seconds
+from controlplane.lib.wording import duration, iso_ms, parse_iso
 from producers.models import FeedToken, Producer
-from producers.timeframes import timeframe_seconds
 
 # A consumer's candle is compared with the producer's as it was this long before the
 # consumer's report arrived: a broadcast in flight is not a lag.
@@ -74,8 +74,8 @@ def token_owners(consumers: list[Consumer]) -> dict[int, str]:
 def consumer_row(
     consumer: Consumer,
     stored: dict | None,
-    producers: dict[str, tuple[Producer, statusdocs.ProducerDoc | None]],
-    hub: statusdocs.HubState,
+    producers: dict[str, tuple[Producer, counterdocs.ProducerDoc | None]],
+    hub: counterdocs.HubState,
     owners: dict[int, str],
     now: float,
 ) -> ConsumerRow:
@@ -109,7 +109,7 @@ def consumer_row(
 def consumer_state(
     consumer: Consumer,
     received: float | None,
-    hub: statusdocs.HubState,
+    hub: counterdocs.HubState,
     owners: dict[int, str],
     now: float,
 ) -> tuple[str, str]:
@@ -132,7 +132,7 @@ def consumer_state(
 
 
 def feed_departure(
-    name: str, hub: statusdocs.HubState, owners: dict[int, str]
+    name: str, hub: counterdocs.HubState, owners: dict[int, str]
 ) -> float | None:
     """When the consumer's last feed socket closed; None while one is connected."""
     tokens = {token for token, owner in owners.items() if owner == name}
@@ -150,7 +150,7 @@ def follow_row(
     follow: Follow,
     report: dict | None,
     received: float | None,
-    producers: dict[str, tuple[Producer, statusdocs.ProducerDoc | None]],
+    producers: dict[str, tuple[Producer, counterdocs.ProducerDoc | None]],
 ) -> FollowRow:
     reported = ((report or {}).get("producers") or {}).get(follow.name)
     producer = follow.producer.name if follow.producer_id else None
@@ -202,7 +202,7 @@ def follow_state(row: FollowRow) -> tuple[str, str]:
 
 def lag_rows(
     pairs: dict,
-    found: tuple[Producer, statusdocs.ProducerDoc | None] | None,
+    found: tuple[Producer, counterdocs.ProducerDoc | None] | None,
     received: float | None,
 ) -> list[LagRow]:
     rows = []
@@ -229,7 +229,7 @@ def lag_rows(
     return rows
 
 
-def expected_candle(doc: statusdocs.ProducerDoc, pair: str, at: float) -> int | None:
+def expected_candle(doc: counterdocs.ProducerDoc, pair: str, at: float) -> int | None:
     """The producer's newest candle of ``pair`` as the hub held it at ``at``."""
     found = doc["pairs"].get(pair)
     if found is None:

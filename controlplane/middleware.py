@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.decorators import sync_and_async_middleware
 
-from controlplane import status
+from controlplane.lib import counters
 
 
 def _reported(request: HttpRequest, response: HttpResponse) -> None:
@@ -21,7 +21,7 @@ def _reported(request: HttpRequest, response: HttpResponse) -> None:
         and request.method == "POST"
         and request.path == reverse("consumers:status")
     ):
-        status.mark_changed()
+        counters.mark_changed()
 
 
 @sync_and_async_middleware

@@ -1,6 +1,7 @@
 """build_status_snapshot(): what the status page, status.json and the StatusSocket show.
 
-It joins the definitions (database) with the hub's counters (controlplane.status) and
+It joins the definitions (database) with the hub's counters (controlplane.lib.counters)
+and
 the consumer workers' reports (cache), and judges freshness: which producer is offline
 or late, which pair is stale, which consumer is offline or lagging, and why in words.
 """
@@ -14,8 +15,8 @@ from django.conf import settings
 from django.core.cache import cache
 
 from consumers.models import Consumer
-from controlplane import status
 from controlplane.consumer_rows import ConsumerRow, consumer_row, token_owners
+from controlplane.lib import counters
 from controlplane.producer_rows import MIN_LATE_SECONDS, ProducerRow, producer_row
 from producers.models import Producer
 
@@ -40,7 +41,7 @@ class StatusSnapshot(TypedDict):
 def build_status_snapshot(now: float | None = None) -> StatusSnapshot:
     """The whole status, judged at ``now`` (epoch seconds). Runs ORM queries."""
     now = time.time() if now is None else now
-    hub = status.read_state(now)
+    hub = counters.read_state(now)
     producers = list(Producer.objects.all())
     consumers = list(
         Consumer.objects.prefetch_related("follows__producer", "follows__feed_token")
@@ -63,9 +64,9 @@ def build_status_snapshot(now: float | None = None) -> StatusSnapshot:
         "consumers": consumer_rows,
         "problems": problems(rows, consumer_rows),
         "rules": {
-            "heartbeat_seconds": status.PROCESS_TTL,
+            "heartbeat_seconds": counters.PROCESS_TTL,
             "consumer_offline_seconds": settings.CANDLECAST_CONSUMER_OFFLINE_SECONDS,
-            "window_seconds": status.WINDOW_SECONDS,
+            "window_seconds": counters.WINDOW_SECONDS,
             "min_late_seconds": MIN_LATE_SECONDS,
         },
     }

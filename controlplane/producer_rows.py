@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from controlplane import statusdocs
-from controlplane.wording import duration, interval_words, iso_ms, parse_iso
+from controlplane.lib import counterdocs
+from controlplane.lib.candles import timeframe_seconds
+from controlplane.lib.wording import duration, interval_words, iso_ms, parse_iso
 from producers.models import Producer
-from producers.timeframes import timeframe_seconds
 
 # A producer is late, and a pair stale, after two candle intervals without a candle;
 # never sooner than this, so a fast demo clock does not flicker.
@@ -88,11 +88,11 @@ def late_after(interval: float) -> float:
 
 def producer_row(
     producer: Producer,
-    doc: statusdocs.ProducerDoc | None,
+    doc: counterdocs.ProducerDoc | None,
     owners: dict[int, str],
     now: float,
 ) -> ProducerRow:
-    doc = doc or statusdocs.empty_producer()
+    doc = doc or counterdocs.empty_producer()
     interval = candle_interval(producer)
     state, reason = producer_state(producer, doc, interval, now)
     upstream = upstream_row(producer, now)
@@ -175,7 +175,7 @@ def upstream_state(report: dict, since: float | None, now: float) -> tuple[str, 
 
 
 def producer_state(
-    producer: Producer, doc: statusdocs.ProducerDoc, interval: float, now: float
+    producer: Producer, doc: counterdocs.ProducerDoc, interval: float, now: float
 ) -> tuple[str, str]:
     last = doc["last_publish"]
     if not producer.enabled:
@@ -198,7 +198,7 @@ def producer_state(
 
 def pair_rows(
     producer: Producer,
-    doc: statusdocs.ProducerDoc,
+    doc: counterdocs.ProducerDoc,
     interval: float,
     now: float,
     upstream: UpstreamRow | None = None,
@@ -233,7 +233,7 @@ def pair_rows(
 
 
 def pair_state(
-    found: statusdocs.PairDoc | None,
+    found: counterdocs.PairDoc | None,
     newest: int | None,
     step_ms: int,
     interval: float,
@@ -256,7 +256,7 @@ def pair_state(
 
 
 def subscriber_rows(
-    doc: statusdocs.ProducerDoc, owners: dict[int, str]
+    doc: counterdocs.ProducerDoc, owners: dict[int, str]
 ) -> list[SubscriberRow]:
     rows = []
     for s in sorted(doc["subscribers"], key=lambda s: s["since"]):

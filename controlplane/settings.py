@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from controlplane.env import env_bool, env_int, env_list, env_secret, env_str
+from controlplane.lib.env import env_bool, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CANDLECAST_VAR_DIR", str(BASE_DIR / "var")))
@@ -103,8 +103,8 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 # and requests that came over TLS are secure. Only behind a proxy that sets them.
 CANDLECAST_PROXY_HEADERS = env_bool("CANDLECAST_PROXY_HEADERS", False)
 # Error pages (DEBUG) and error reports hide query-string tokens too.
-DEFAULT_EXCEPTION_REPORTER = "controlplane.logs.RedactingExceptionReporter"
-DEFAULT_EXCEPTION_REPORTER_FILTER = "controlplane.logs.RedactingReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "controlplane.lib.logs.RedactingExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "controlplane.lib.logs.RedactingReporterFilter"
 
 ### Channel layer and shared state
 
@@ -194,7 +194,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "redact": {"()": "controlplane.logs.RedactSecretsFilter"},
+        "redact": {"()": "controlplane.lib.logs.RedactSecretsFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},

@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from controlplane import status
+from controlplane.lib import counters
 from controlplane.overview import StatusSnapshot, build_status_snapshot
 
 logger = logging.getLogger(__name__)
@@ -72,16 +72,16 @@ class StatusSocket(AsyncWebsocketConsumer):
         self.sent: dict | None = None
         self.wake = asyncio.Event()
         self.woken_at = 0.0
-        await self.channel_layer.group_add(status.STATUS_GROUP, self.channel_name)
+        await self.channel_layer.group_add(counters.STATUS_GROUP, self.channel_name)
         await self.accept()
-        status.ensure_flusher()
+        counters.ensure_flusher()
         self.pump = asyncio.create_task(self._pump(), name="status socket")
 
     async def disconnect(self, code: int) -> None:
         if self.pump is None:
             return
         self.pump.cancel()
-        await self.channel_layer.group_discard(status.STATUS_GROUP, self.channel_name)
+        await self.channel_layer.group_discard(counters.STATUS_GROUP, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         pass  # the page only listens
@@ -99,7 +99,7 @@ class StatusSocket(AsyncWebsocketConsumer):
             if started - joined > settings.CHANNEL_GROUP_EXPIRY / 4:
                 # Layer groups expire: a page left open for days keeps its pushes.
                 await self.channel_layer.group_add(
-                    status.STATUS_GROUP, self.channel_name
+                    counters.STATUS_GROUP, self.channel_name
                 )
                 joined = started
             self.wake.clear()

@@ -17,7 +17,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from controlplane import chart, metrics
-from controlplane.auth import bearer, throttle
+from controlplane.lib.auth import bearer, throttle
 from controlplane.overview import build_status_snapshot
 from producers.models import Producer
 from producers.snapshots import SnapshotStoreUnavailable, get_store

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
-from controlplane.addresses import hub_address
+from controlplane.lib.addresses import hub_address
 from producers.credentials import (
     Credential,
     CredentialError,

@@ -23,10 +23,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from controlplane import status
-from controlplane.auth import scope_address, scope_token, throttle
-from controlplane.hubclient import wait_or_stop
-from producers import native, protocol
+from controlplane.lib import counters
+from controlplane.lib.auth import scope_address, scope_token, throttle
+from controlplane.lib.hubclient import wait_or_stop
+from controlplane.lib.wire import native, protocol
 from producers.groups import ExpiryMessage, RevokeMessage, feed_group, native_group
 from producers.models import FeedToken
 from producers.snapshots import SnapshotStoreUnavailable, get_store
@@ -50,13 +50,13 @@ class FeedSocket(AsyncWebsocketConsumer):
         self.address = scope_address(self.scope)
         self.subscriptions: frozenset[str] = frozenset()
         if throttle.blocked(self.address):
-            status.handshake_refused("throttled")
+            counters.handshake_refused("throttled")
             await self.close()  # before accept: Daphne answers HTTP 403
             return
         token, reason = await self._resolve(scope_token(self.scope, allow_query=True))
         if token is None:
             throttle.failed(self.address)
-            status.handshake_refused("credentials")
+            counters.handshake_refused("credentials")
             logger.warning("feed: refused %s: %s", self.address, reason)
             await self.close()
             return
@@ -65,7 +65,7 @@ class FeedSocket(AsyncWebsocketConsumer):
             await self.close()
             return
         await self.accept(subprotocol=native.SUBPROTOCOL if self.native else None)
-        self.link = status.feed_connected(
+        self.link = counters.feed_connected(
             self.producer.name,
             self.channel_name,
             label=token.label or f"token {token.prefix}…",
@@ -220,7 +220,7 @@ class FeedSocket(AsyncWebsocketConsumer):
 
     def _forget(self) -> None:
         """Leave the status page and stop this socket's timers (idempotent)."""
-        status.feed_disconnected(self.producer.name, self.channel_name)
+        counters.feed_disconnected(self.producer.name, self.channel_name)
         for task in self.tasks:
             task.cancel()
 

@@ -20,9 +20,9 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
+from controlplane.lib.candles import CANDLE_TYPES, timeframe_seconds
 from producers import groups, tokens
 from producers.credentials import Credential, CredentialQuerySet, KeyHolder
-from producers.timeframes import CANDLE_TYPES, timeframe_seconds
 
 PAIR = re.compile(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)?$")
 # FreqTrade's default port for its API server (and so its message websocket).

@@ -16,9 +16,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from controlplane import status
-from controlplane.auth import scope_address, scope_token, throttle
-from producers import native, protocol
+from controlplane.lib import counters
+from controlplane.lib.auth import scope_address, scope_token, throttle
+from controlplane.lib.wire import native, protocol
 from producers.groups import FEED_BROADCAST, FEED_NATIVE, feed_group, native_group
 from producers.models import Producer
 from producers.snapshots import SnapshotStoreUnavailable, get_store
@@ -44,14 +44,14 @@ class PublishSocket(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.address = scope_address(self.scope)
         if throttle.blocked(self.address):
-            status.handshake_refused("throttled")
+            counters.handshake_refused("throttled")
             await self.close()
             return
         key = scope_token(self.scope, allow_query=False)
         self.producer = await self._producer_for(key) if key else None
         if self.producer is None:
             throttle.failed(self.address)
-            status.handshake_refused("credentials")
+            counters.handshake_refused("credentials")
             logger.warning(
                 "publish: refused %s: %s",
                 self.address,
@@ -67,12 +67,12 @@ class PublishSocket(AsyncWebsocketConsumer):
                 self.address,
                 self.producer.name,
             )
-            status.handshake_refused("disabled")
+            counters.handshake_refused("disabled")
             await self.close()
             return
         await self.accept()
         self.accepted, self.broadcasts = True, 0
-        status.producer_connected(self.producer.name, self.channel_name, self.address)
+        counters.producer_connected(self.producer.name, self.channel_name, self.address)
         logger.info(
             "publish: producer worker %s connected from %s",
             self.producer.name,
@@ -92,12 +92,12 @@ class PublishSocket(AsyncWebsocketConsumer):
                     self.producer.name,
                     exc,
                 )
-                status.producer_disconnected(self.producer.name, self.channel_name)
+                counters.producer_disconnected(self.producer.name, self.channel_name)
             raise
 
     async def disconnect(self, code: int) -> None:
         if self.accepted:
-            status.producer_disconnected(self.producer.name, self.channel_name)
+            counters.producer_disconnected(self.producer.name, self.channel_name)
             logger.info(
                 "publish: producer worker %s disconnected (code %s)",
                 self.producer.name,
@@ -107,7 +107,7 @@ class PublishSocket(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None) -> None:
         seq = None
         text = text_data if text_data is not None else bytes_data
-        updates: list[status.PairUpdate] = []
+        updates: list[counters.PairUpdate] = []
         tick = _Tick()
         try:
             message = protocol.parse_publish(text)
@@ -126,7 +126,7 @@ class PublishSocket(AsyncWebsocketConsumer):
             await self.send(protocol.error_message(seq, str(exc)))
             return
         new_candles = sum(1 for kind, _ in tick.messages if kind == "new_candle")
-        status.published(self.producer.name, updates, len(text), new_candles)
+        counters.published(self.producer.name, updates, len(text), new_candles)
         if tick.messages:
             await self._broadcast(tick)
         await self.send(protocol.ack_message(seq))
@@ -165,7 +165,7 @@ class PublishSocket(AsyncWebsocketConsumer):
     async def _apply(
         self,
         data: protocol.PublishData,
-        updates: list[status.PairUpdate],
+        updates: list[counters.PairUpdate],
         tick: _Tick,
     ) -> None:
         """Store the frames; collect the tick's broadcast in both formats."""
@@ -184,7 +184,7 @@ class PublishSocket(AsyncWebsocketConsumer):
         self,
         store,
         frame: protocol.PublishFrame,
-        updates: list[status.PairUpdate],
+        updates: list[counters.PairUpdate],
         tick: _Tick,
     ) -> None:
         pair, timeframe, candle_type = frame["key"]
@@ -221,7 +221,7 @@ class PublishSocket(AsyncWebsocketConsumer):
         if snapshot is None or not snapshot.rows:
             return
         rows_held = snapshot.first_index + len(snapshot.rows)
-        updates.append(status.PairUpdate(pair, dates[-1], rows_held, la.timestamp()))
+        updates.append(counters.PairUpdate(pair, dates[-1], rows_held, la.timestamp()))
         split = protocol.split_document(
             snapshot.columns, snapshot.rows, snapshot.first_index
         )

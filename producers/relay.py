@@ -21,10 +21,10 @@ import pandas as pd
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from consumers.client import ConsumerSettings, Follow, ProducerClient
-from consumers.frames import FrameStore, Key, Stored
-from controlplane.hubclient import FatalError, call_api
-from producers import protocol
+from controlplane.lib.feedclient.client import ConsumerSettings, Follow, ProducerClient
+from controlplane.lib.feedclient.framestore import FrameStore, Key, Stored
+from controlplane.lib.hubclient import FatalError, call_api
+from controlplane.lib.wire import protocol
 from producers.worker import (
     CONFIG_REFRESH_SECONDS,
     Publisher,

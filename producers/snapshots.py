@@ -29,8 +29,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from producers import native
-from producers.protocol import (
+from controlplane.lib.wire import native
+from controlplane.lib.wire.protocol import (
     EMPTY_SPLIT,
     EPOCH,
     ProtocolError,

@@ -23,7 +23,11 @@ import orjson
 import pandas as pd
 from pandas import DataFrame
 
-from producers.timeframes import CANDLE_TYPES, is_calendar_timeframe, timeframe_seconds
+from controlplane.lib.candles import (
+    CANDLE_TYPES,
+    is_calendar_timeframe,
+    timeframe_seconds,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from controlplane import status
-from controlplane.auth import bearer
+from controlplane.lib import counters
+from controlplane.lib.auth import bearer
 from producers.models import Producer
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def producer_status(request: HttpRequest, name: str) -> HttpResponse:
     except ValueError as exc:
         return error(400, f"{exc}; send the relay's upstream status as documented")
     producer.record_upstream_status(report)
-    status.mark_changed()
+    counters.mark_changed()
     return HttpResponse(status=204)
 
 

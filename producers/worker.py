@@ -20,8 +20,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.client import process_exception as websockets_process_exception
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from controlplane.hubclient import FatalError, call_api, until_reached, wait_or_stop
-from producers import protocol
+from controlplane.lib.hubclient import FatalError, call_api, until_reached, wait_or_stop
+from controlplane.lib.wire import protocol
 from producers.sources import CandleSource, SourceError, build_source
 from producers.strategy import IStrategy, StrategyError, load_strategy
 

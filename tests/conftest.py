@@ -113,7 +113,7 @@ def _clean_hub_state(settings):
     """
     from channels.layers import channel_layers
 
-    from controlplane.auth import throttle
+    from controlplane.lib.auth import throttle
     from producers import snapshots
 
     if settings.REDIS_URL:

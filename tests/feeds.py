@@ -10,7 +10,7 @@ import pandas as pd
 from channels.testing import WebsocketCommunicator
 
 from controlplane.asgi import application
-from producers import protocol
+from controlplane.lib.wire import protocol
 
 TIMEOUT = 2
 

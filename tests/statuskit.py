@@ -8,8 +8,8 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import Client
 
-from controlplane import status
 from controlplane.asgi import application
+from controlplane.lib import counters
 
 TIMEOUT = 2
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
@@ -31,8 +31,8 @@ REPORT = {
 
 def fresh_counters() -> None:
     """Forget the hub's counts and every other hub process's document."""
-    status.reset()
-    cache.delete(status.REGISTRY_KEY)
+    counters.reset()
+    cache.delete(counters.REGISTRY_KEY)
 
 
 def forget_reports(*names: str) -> None:

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from controlplane import auth
-from controlplane.auth import (
+from controlplane.lib import auth
+from controlplane.lib.auth import (
     FailureThrottle,
     OptionalOriginValidator,
     bearer,
@@ -95,7 +95,7 @@ async def test_it_lets_a_socket_from_an_allowed_origin_through():
 
 @sockets
 async def test_it_refuses_a_socket_from_a_foreign_origin(caplog):
-    with caplog.at_level(logging.WARNING, logger="controlplane.auth"):
+    with caplog.at_level(logging.WARNING, logger="controlplane.lib.auth"):
         assert not await handshake([(b"origin", b"https://evil.example")])
     assert "refused a WebSocket from origin https://evil.example" in caplog.text
 
@@ -215,7 +215,7 @@ def test_it_counts_failures_in_a_sliding_window(clock):
 def test_it_logs_the_throttling_once_per_window(clock, caplog):
     throttle = FailureThrottle()
     fail(throttle, 3)
-    with caplog.at_level(logging.WARNING, logger="controlplane.auth"):
+    with caplog.at_level(logging.WARNING, logger="controlplane.lib.auth"):
         for _ in range(5):
             assert throttle.blocked(ADDRESS)
             clock.now += 1

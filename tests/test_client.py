@@ -20,15 +20,15 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from consumers import client as client_module
-from consumers.client import (
+from controlplane.lib.feedclient import client as client_module
+from controlplane.lib.feedclient.client import (
     Backoff,
     ConsumerSettings,
     Follow,
     ProducerClient,
 )
-from consumers.frames import FrameStore
-from producers import protocol
+from controlplane.lib.feedclient.framestore import FrameStore
+from controlplane.lib.wire import protocol
 
 PAIRS = ("BTC/USDT", "ETH/USDT")
 LA = datetime(2026, 11, 25, 10, 16, tzinfo=UTC)
@@ -61,7 +61,8 @@ def candles(rows: int, first: int = 0, seed: int = 1) -> pd.DataFrame:
 def frame_message(
     pair: str, df: pd.DataFrame, first_index: int = 0, timeframe: str = "5m"
 ) -> str:
-    """An analyzed_df frame exactly as a producer sends it (producers.protocol)."""
+    """An analyzed_df frame exactly as a producer sends it
+    (controlplane.lib.wire.protocol)."""
     columns, rows = protocol.encode_rows(df)
     rows_json = [protocol.encode_row_json(row) for row in rows]
     document = protocol.split_document(columns, rows_json, first_index)
@@ -375,7 +376,9 @@ async def test_it_drops_malformed_messages_without_losing_the_connection(caplog)
     ]
     async with FakeProducer() as fake, following(fake.follow(), fast()) as client:
         await eventually(lambda: loaded(client))
-        with caplog.at_level(logging.WARNING, logger="consumers.client"):
+        with caplog.at_level(
+            logging.WARNING, logger="controlplane.lib.feedclient.client"
+        ):
             for text in bad + bad:
                 await fake.link.ws.send(text)
             await fake.link.ws.send(frame_message("BTC/USDT", candles(1, first=200)))
@@ -500,7 +503,7 @@ async def test_it_closes_with_going_away_when_stopped():
 
 
 async def test_it_reports_its_state_per_pair(caplog):
-    caplog.set_level(logging.INFO, logger="consumers.client")
+    caplog.set_level(logging.INFO, logger="controlplane.lib.feedclient.client")
     async with FakeProducer() as fake, following(fake.follow(), fast()) as client:
         await eventually(lambda: loaded(client))
         status = client.status()

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from controlplane.workers import hub_url, read_secret
+from controlplane.lib.workers import hub_url, read_secret
 from producers.models import FeedToken
 
 SECRET = "CC_TEST_SECRET"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from consumers.dataprovider import DataProvider
-from consumers.frames import FrameStore
+from controlplane.lib.feedclient.framestore import FrameStore
 
 LA = datetime(2026, 1, 1, 12, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -25,9 +25,9 @@ from pandas.testing import assert_frame_equal
 from websockets.asyncio.client import connect
 
 from consumers.dataprovider import DataProvider
-from consumers.frames import FrameStore
 from consumers.worker import Fleet, _dump, dump_frames
-from producers import protocol
+from controlplane.lib.feedclient.framestore import FrameStore
+from controlplane.lib.wire import protocol
 from tests.processes import Stack
 
 pytestmark = pytest.mark.timeout(180)

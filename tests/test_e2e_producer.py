@@ -12,7 +12,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 from websockets.asyncio.client import connect
 
-from producers import protocol
+from controlplane.lib.wire import protocol
 from producers.sources import SyntheticSource
 from producers.strategies.sample import SampleStrategy
 from tests.processes import Stack

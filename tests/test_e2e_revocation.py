@@ -31,7 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from consumers.strategy import ConsumerStrategy
-from producers import protocol
+from controlplane.lib.wire import protocol
 from tests.processes import Stack, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]

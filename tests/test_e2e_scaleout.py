@@ -31,7 +31,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from websockets.asyncio.client import connect
 
 from consumers.strategy import ConsumerStrategy
-from producers import protocol
+from controlplane.lib.wire import protocol
 from tests.processes import ROOT, Stack, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.interop, pytest.mark.timeout(420)]

@@ -13,7 +13,8 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 from pandas.testing import assert_frame_equal
 
-from producers import protocol, snapshots
+from controlplane.lib.wire import protocol
+from producers import snapshots
 from producers.models import FeedToken
 from tests.feeds import (
     analysed_frame,

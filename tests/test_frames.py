@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from consumers.frames import (
+from controlplane.lib.feedclient.framestore import (
     MAX_TAIL,
     FrameStore,
     Missing,
@@ -20,7 +20,7 @@ from consumers.frames import (
     candle_steps,
     gap_limit,
 )
-from producers import protocol
+from controlplane.lib.wire import protocol
 
 KEY = ("BTC/USDT", "5m", "spot")
 LA = datetime(2026, 1, 1, 12, tzinfo=UTC)

@@ -13,7 +13,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 from websockets.asyncio.client import connect
 
-from producers import protocol
+from controlplane.lib.wire import protocol
 from tests.processes import ROOT, Stack
 
 pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.timeout(300)]

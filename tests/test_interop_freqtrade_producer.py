@@ -24,8 +24,8 @@ from pandas.testing import assert_frame_equal
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from consumers.client import ConsumerSettings, Follow, ProducerClient
-from consumers.frames import FrameStore
+from controlplane.lib.feedclient.client import ConsumerSettings, Follow, ProducerClient
+from controlplane.lib.feedclient.framestore import FrameStore
 from tests.processes import ROOT, Stack
 
 pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.timeout(180)]

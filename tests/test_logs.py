@@ -9,7 +9,7 @@ from io import StringIO
 
 import pytest
 
-from controlplane.logs import RedactSecretsFilter, redact
+from controlplane.lib.logs import RedactSecretsFilter, redact
 from controlplane.management.commands.runhub import access_log
 
 SECRET = "ccf_Zk3-9_qLmN0pQrStUvWxYz0123456789abcdefgHi"

@@ -22,11 +22,12 @@ from asgiref.sync import sync_to_async
 from pandas.testing import assert_frame_equal
 from websockets.asyncio.server import ServerConnection, serve
 
-from consumers.client import ConsumerSettings, Follow, ProducerClient
-from consumers.frames import FrameStore
-from producers import native, protocol, snapshots
-from producers.protocol import ProtocolError
-from producers.rows import date_unit
+from controlplane.lib.feedclient.client import ConsumerSettings, Follow, ProducerClient
+from controlplane.lib.feedclient.framestore import FrameStore
+from controlplane.lib.wire import native, protocol
+from controlplane.lib.wire.protocol import ProtocolError
+from controlplane.lib.wire.rows import date_unit
+from producers import snapshots
 from producers.snapshots import MemoryStore, RedisStore
 from tests.feeds import analysed_frame, feed, frame, publish, publisher, request
 from tests.test_snapshots import REDIS_TEST_URL, delete_prefix, redis_or_skip
@@ -580,7 +581,7 @@ def held(client: ProducerClient, pair: str) -> pd.DataFrame | None:
 
 
 async def test_it_speaks_native_with_a_hub_that_selects_it(caplog):
-    caplog.set_level(logging.INFO, "consumers.client")
+    caplog.set_level(logging.INFO, "controlplane.lib.feedclient.client")
     frames = two_pairs()
     async with FakeHub(True, frames) as hub, following(hub) as client:
         await eventually(lambda: all(held(client, p) is not None for p in frames))
@@ -629,7 +630,7 @@ async def test_it_asks_for_the_history_after_a_gap_in_native_ticks():
 
 
 async def test_it_falls_back_to_freqtrade_s_protocol_when_nothing_is_selected(caplog):
-    caplog.set_level(logging.INFO, "consumers.client")
+    caplog.set_level(logging.INFO, "controlplane.lib.feedclient.client")
     frames = two_pairs()
     async with FakeHub(False, frames) as hub, following(hub) as client:
         await eventually(lambda: all(held(client, p) is not None for p in frames))

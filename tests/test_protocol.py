@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from producers import protocol
-from producers.protocol import (
+from controlplane.lib.wire import protocol
+from controlplane.lib.wire.protocol import (
     EMPTY_SPLIT,
     EPOCH,
     MESSAGE_TYPES,

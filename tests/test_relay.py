@@ -23,9 +23,10 @@ from django.core.exceptions import ValidationError
 from pandas.testing import assert_frame_equal
 from websockets.asyncio.server import serve
 
-from controlplane import status
+from controlplane.lib import counters
+from controlplane.lib.wire import protocol
 from controlplane.overview import build_status_snapshot
-from producers import protocol, relay
+from producers import relay
 from producers.models import Producer
 from producers.worker import WorkerConfig
 from tests.statuskit import fresh_counters
@@ -249,7 +250,7 @@ def test_it_says_in_words_why_the_bot_serves_nothing(relayed, changes, state, wo
 
 def test_it_shows_a_connected_relay_offline_while_its_bot_is_down(relayed):
     """The relay holds its publish socket, but nothing new can come."""
-    status.producer_connected("relayed", "channel-1", "127.0.0.1")
+    counters.producer_connected("relayed", "channel-1", "127.0.0.1")
     relayed.record_upstream_status(report())
     assert row_of()["state"] == "online"
     relayed.record_upstream_status(report(connected=False, last_error="gone"))

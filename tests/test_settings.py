@@ -13,7 +13,7 @@ from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 
 from controlplane.checks import check_candlecast_settings, check_deploy_secrets
-from controlplane.env import env_bool, env_int, env_list, env_secret, env_str
+from controlplane.lib.env import env_bool, env_int, env_list, env_secret, env_str
 
 NAME = "CC_TEST_SETTING"
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ import orjson
 import pytest
 import redis
 
-from producers import protocol
-from producers.protocol import EMPTY_SPLIT, EPOCH, ProtocolError
+from controlplane.lib.wire import protocol
+from controlplane.lib.wire.protocol import EMPTY_SPLIT, EPOCH, ProtocolError
 from producers.snapshots import (
     REPLY_CACHE_LIMITS,
     ColumnsChanged,

@@ -1,5 +1,5 @@
-"""The hub's own counters (controlplane.status): what the sockets count, how a process
-flushes them to the cache, and how readers sum every hub process."""
+"""The hub's own counters (controlplane.lib.counters): what the sockets count,
+how a process flushes them to the cache, and how readers sum every hub process."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 from channels.layers import get_channel_layer
 
-from controlplane import status, statusdocs
+from controlplane.lib import counterdocs, counters
 from producers.groups import feed_group
 from tests.feeds import analysed_frame, feed, frame, publish, publisher
 from tests.statuskit import fresh_counters
@@ -22,19 +22,19 @@ def _fresh():
     fresh_counters()
 
 
-def own(producer: str = "alpha") -> statusdocs.ProducerDoc:
-    return status.counters.document(time.time())["producers"][producer]
+def own(producer: str = "alpha") -> counterdocs.ProducerDoc:
+    return counters.counters.document(time.time())["producers"][producer]
 
 
-def update(pair: str, last: int, rows: int = 1500) -> statusdocs.PairUpdate:
-    return statusdocs.PairUpdate(pair, last, rows, 1_700_000_000.0)
+def update(pair: str, last: int, rows: int = 1500) -> counterdocs.PairUpdate:
+    return counterdocs.PairUpdate(pair, last, rows, 1_700_000_000.0)
 
 
 def test_it_counts_a_publish_and_keeps_each_pair_s_newest_candle():
-    status.published(
+    counters.published(
         "alpha", [update("BTC/USDT", 1000), update("ETH/USDT", 2000)], 512, 2
     )
-    status.published("alpha", [update("BTC/USDT", 3000)], 256, 1)
+    counters.published("alpha", [update("BTC/USDT", 3000)], 256, 1)
     doc = own()
     assert doc["totals"]["publishes"] == 2
     assert doc["totals"]["frames"] == 3
@@ -47,10 +47,12 @@ def test_it_counts_a_publish_and_keeps_each_pair_s_newest_candle():
 
 
 def test_it_lists_connected_feed_sockets_and_remembers_when_a_token_left():
-    status.feed_connected("alpha", "chan-1", label="bot one", address="10.0.0.9")
-    status.feed_connected("alpha", "chan-2", label="bot two", address="::1", token_id=7)
+    counters.feed_connected("alpha", "chan-1", label="bot one", address="10.0.0.9")
+    counters.feed_connected(
+        "alpha", "chan-2", label="bot two", address="::1", token_id=7
+    )
     assert sorted(s["label"] for s in own()["subscribers"]) == ["bot one", "bot two"]
-    status.feed_disconnected("alpha", "chan-2")
+    counters.feed_disconnected("alpha", "chan-2")
     doc = own()
     assert [s["address"] for s in doc["subscribers"]] == ["10.0.0.9"]
     assert doc["departures"]["7"] == pytest.approx(time.time(), abs=5)
@@ -58,7 +60,7 @@ def test_it_lists_connected_feed_sockets_and_remembers_when_a_token_left():
 
 
 def test_it_counts_deliveries_and_replies_through_the_feed_link():
-    link = status.feed_connected("alpha", "chan-1", label="", address="127.0.0.1")
+    link = counters.feed_connected("alpha", "chan-1", label="", address="127.0.0.1")
     link.delivered({"messages": []}, 2, 300)
     link.delivered({"messages": []}, 1, 100)
     link.replied(5000)
@@ -73,7 +75,7 @@ def test_it_counts_deliveries_and_replies_through_the_feed_link():
 
 
 def test_it_counts_broadcasts_the_layer_dropped_before_a_socket():
-    link = status.feed_connected("alpha", "chan-1", label="", address="127.0.0.1")
+    link = counters.feed_connected("alpha", "chan-1", label="", address="127.0.0.1")
     for seq in (1, 2, 5, 6):
         link.delivered({"origin": "pub-a", "seq": seq}, 1, 10)
     assert own()["totals"]["dropped"] == 2
@@ -83,33 +85,33 @@ def test_it_counts_broadcasts_the_layer_dropped_before_a_socket():
 
 
 def test_it_counts_refused_handshakes_by_reason():
-    status.handshake_refused("throttled")
-    status.handshake_refused("credentials")
-    status.handshake_refused("credentials")
-    assert status.read_state()["refused"] == {
+    counters.handshake_refused("throttled")
+    counters.handshake_refused("credentials")
+    counters.handshake_refused("credentials")
+    assert counters.read_state()["refused"] == {
         "throttled": 1,
         "credentials": 2,
         "disabled": 0,
     }
     with pytest.raises(ValueError, match="unknown refusal"):
-        status.handshake_refused("bored")
+        counters.handshake_refused("bored")
 
 
 def test_it_counts_a_producer_s_first_minute_from_its_first_event():
     """What happened before the first flush (a worker's history) is in the minute."""
-    status.published("alpha", [update("BTC/USDT", 1000)], 100, 0)
+    counters.published("alpha", [update("BTC/USDT", 1000)], 100, 0)
     assert own()["minute"]["frames"] == 1
 
 
 async def test_it_counts_per_minute_within_the_last_sixty_seconds():
     start = time.time()
-    status.published("alpha", [update("BTC/USDT", 1000)], 100, 1)
-    await status.counters.flush(start)
-    status.published("alpha", [update("BTC/USDT", 2000)], 100, 1)
-    await status.counters.flush(start + 30)
-    status.published("alpha", [update("BTC/USDT", 3000)], 100, 1)
-    await status.counters.flush(start + 61)
-    doc = status.counters.document(start + 61)["producers"]["alpha"]
+    counters.published("alpha", [update("BTC/USDT", 1000)], 100, 1)
+    await counters.counters.flush(start)
+    counters.published("alpha", [update("BTC/USDT", 2000)], 100, 1)
+    await counters.counters.flush(start + 30)
+    counters.published("alpha", [update("BTC/USDT", 3000)], 100, 1)
+    await counters.counters.flush(start + 61)
+    doc = counters.counters.document(start + 61)["producers"]["alpha"]
     assert doc["totals"]["frames"] == 3
     assert doc["minute"]["frames"] == 1, "only the publish after start + 30 s"
 
@@ -117,34 +119,34 @@ async def test_it_counts_per_minute_within_the_last_sixty_seconds():
 async def test_it_flushes_when_something_changed_and_wakes_the_status_group():
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    await layer.group_add(status.STATUS_GROUP, channel)
+    await layer.group_add(counters.STATUS_GROUP, channel)
     now = time.time()
-    status.producer_connected("alpha", "pub-1", "127.0.0.1")
-    assert await status.counters.flush(now) is True
+    counters.producer_connected("alpha", "pub-1", "127.0.0.1")
+    assert await counters.counters.flush(now) is True
     assert await asyncio.wait_for(layer.receive(channel), 1) == {
-        "type": status.STATUS_CHANGED
+        "type": counters.STATUS_CHANGED
     }
-    assert await status.counters.flush(now + 1) is False
+    assert await counters.counters.flush(now + 1) is False
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(layer.receive(channel), 0.2)
 
 
 async def test_it_rewrites_a_quiet_process_s_document_as_its_heartbeat():
     now = time.time()
-    status.producer_connected("alpha", "pub-1", "127.0.0.1")
-    await status.counters.flush(now)
-    other = status.HubCounters()  # how another hub process reads this one
-    assert other.process != status.counters.process
-    later = now + status.REFRESH_SECONDS + 1
-    assert await status.counters.flush(later) is False  # nothing new to announce
-    key = f"status:process:{status.counters.process}"
+    counters.producer_connected("alpha", "pub-1", "127.0.0.1")
+    await counters.counters.flush(now)
+    other = counters.HubCounters()  # how another hub process reads this one
+    assert other.process != counters.counters.process
+    later = now + counters.REFRESH_SECONDS + 1
+    assert await counters.counters.flush(later) is False  # nothing new to announce
+    key = f"status:process:{counters.counters.process}"
     from django.core.cache import cache
 
     assert cache.get(key)["written"] == later
 
 
-def other_process(now: float, **producer: object) -> statusdocs.ProcessDoc:
-    doc = statusdocs.empty_producer()
+def other_process(now: float, **producer: object) -> counterdocs.ProcessDoc:
+    doc = counterdocs.empty_producer()
     doc.update(producer)
     return {
         "process": "elsewhere:1:abc",
@@ -157,10 +159,10 @@ def other_process(now: float, **producer: object) -> statusdocs.ProcessDoc:
 
 def test_it_sums_the_counters_of_every_hub_process():
     now = time.time()
-    status.published("alpha", [update("BTC/USDT", 1000)], 100, 1)
-    status.feed_connected("alpha", "chan-1", label="here", address="127.0.0.1")
-    totals = dict.fromkeys(statusdocs.COUNTERS, 0) | {"frames": 10, "deliveries": 40}
-    status.write_document(
+    counters.published("alpha", [update("BTC/USDT", 1000)], 100, 1)
+    counters.feed_connected("alpha", "chan-1", label="here", address="127.0.0.1")
+    totals = dict.fromkeys(counterdocs.COUNTERS, 0) | {"frames": 10, "deliveries": 40}
+    counters.write_document(
         other_process(
             now,
             totals=totals,
@@ -178,7 +180,7 @@ def test_it_sums_the_counters_of_every_hub_process():
             },
         )
     )
-    state = status.read_state(now)
+    state = counters.read_state(now)
     alpha = state["producers"]["alpha"]
     assert state["processes"] == 2
     assert alpha["totals"]["frames"] == 11
@@ -190,8 +192,8 @@ def test_it_sums_the_counters_of_every_hub_process():
 
 def test_it_drops_a_hub_process_that_stopped_writing():
     now = time.time()
-    status.write_document(other_process(now - status.PROCESS_TTL - 1))
-    assert status.read_state(now)["processes"] == 1
+    counters.write_document(other_process(now - counters.PROCESS_TTL - 1))
+    assert counters.read_state(now)["processes"] == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -235,7 +237,7 @@ async def test_the_publish_socket_numbers_its_broadcasts(producer, producer_key)
 async def test_the_publish_socket_counts_a_refused_key(producer):
     socket, connected = await publisher("ccp_notakey")
     assert not connected
-    assert status.read_state()["refused"]["credentials"] == 1
+    assert counters.read_state()["refused"]["credentials"] == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -255,7 +257,7 @@ async def test_a_socket_killed_by_its_channel_layer_leaves_the_status(
     monkeypatch.setattr(layer, "receive", receive)
     socket, _ = await publisher(producer_key)
     follower, _ = await feed(feed_token[0])
-    meter = status.counters.meter(producer.name)
+    meter = counters.counters.meter(producer.name)
     channels = [*meter.publishers, *meter.subscribers]
     assert len(channels) == 2
     broken.set()

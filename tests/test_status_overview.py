@@ -9,7 +9,7 @@ import pytest
 import time_machine
 
 from consumers.models import Consumer, Follow
-from controlplane import status
+from controlplane.lib import counters
 from controlplane.overview import build_status_snapshot
 from producers.models import FeedToken, Producer
 from tests.statuskit import REPORT, forget_reports, fresh_counters
@@ -46,8 +46,8 @@ def bob(demo) -> Consumer:
 
 
 def tick(producer: str = "demo", last: int = T0, pairs=("BTC/USDT", "ETH/USDT")):
-    updates = [status.PairUpdate(p, last, 1500, time.time()) for p in pairs]
-    status.published(producer, updates, 1000, len(updates))
+    updates = [counters.PairUpdate(p, last, 1500, time.time()) for p in pairs]
+    counters.published(producer, updates, 1000, len(updates))
 
 
 def producer_row(snapshot, name: str = "demo") -> dict:
@@ -83,7 +83,7 @@ def test_it_says_a_producer_whose_worker_never_connected_is_offline(demo):
 
 
 def test_it_shows_an_online_producer_with_its_pairs_fresh(demo):
-    status.producer_connected("demo", "pub-1", "10.0.0.5")
+    counters.producer_connected("demo", "pub-1", "10.0.0.5")
     tick(last=T0)
     snapshot = build_status_snapshot()
     row = producer_row(snapshot)
@@ -97,16 +97,16 @@ def test_it_shows_an_online_producer_with_its_pairs_fresh(demo):
 
 
 def test_it_says_when_the_worker_left(demo):
-    status.producer_connected("demo", "pub-1", "10.0.0.5")
+    counters.producer_connected("demo", "pub-1", "10.0.0.5")
     tick()
-    status.producer_disconnected("demo", "pub-1")
+    counters.producer_disconnected("demo", "pub-1")
     row = producer_row(build_status_snapshot(time.time() + 90))
     assert row["state"] == "offline"
     assert row["reason"] == "no producer worker connected; last publish 1 min 30 s ago"
 
 
 def test_it_says_a_connected_worker_that_stopped_publishing_is_late(demo):
-    status.producer_connected("demo", "pub-1", "10.0.0.5")
+    counters.producer_connected("demo", "pub-1", "10.0.0.5")
     tick()
     # Two candle intervals of 5 s, but never sooner than 15 s.
     assert producer_row(build_status_snapshot(time.time() + 14))["state"] == "online"
@@ -126,7 +126,7 @@ def test_it_says_a_connected_worker_that_stopped_publishing_is_late(demo):
 
 def test_it_judges_a_real_time_producer_by_its_timeframe(db):
     Producer.objects.create(name="slow", pairs=["BTC/USDT"], timeframe="1h")
-    status.producer_connected("slow", "pub-1", "10.0.0.5")
+    counters.producer_connected("slow", "pub-1", "10.0.0.5")
     tick("slow", pairs=["BTC/USDT"])
     row = producer_row(build_status_snapshot(time.time() + 3600), "slow")
     assert (row["interval"], row["fast_clock"]) == (3600.0, False)
@@ -137,7 +137,7 @@ def test_it_judges_a_real_time_producer_by_its_timeframe(db):
 
 
 def test_it_flags_a_pair_behind_the_producer_s_newest_candle(demo):
-    status.producer_connected("demo", "pub-1", "10.0.0.5")
+    counters.producer_connected("demo", "pub-1", "10.0.0.5")
     tick(last=T0, pairs=["ETH/USDT"])
     tick(last=T0 + 2 * STEP, pairs=["BTC/USDT"])
     row = producer_row(build_status_snapshot())
@@ -163,7 +163,7 @@ def test_it_says_a_consumer_that_never_reported(bob):
 
 
 def test_it_shows_a_reporting_consumer_online_and_its_follows(bob):
-    status.producer_connected("demo", "pub-1", "10.0.0.5")
+    counters.producer_connected("demo", "pub-1", "10.0.0.5")
     tick(last=T0)
     time.sleep(0.01)
     with time_machine.travel(time.time() + 2, tick=False):
@@ -204,13 +204,13 @@ def test_it_says_a_consumer_is_offline_after_thirty_seconds_without_a_report(bob
 
 def test_it_says_a_consumer_is_offline_when_its_feed_sockets_closed(bob):
     token = bob.follows.get().feed_token
-    status.feed_connected(
+    counters.feed_connected(
         "demo", "feed-1", label=token.label, address="127.0.0.1", token_id=token.pk
     )
     bob.record_status(report(T0))
     assert consumer_row(build_status_snapshot())["state"] == "online"
     time.sleep(0.01)
-    status.feed_disconnected("demo", "feed-1")
+    counters.feed_disconnected("demo", "feed-1")
     row = consumer_row(build_status_snapshot(time.time() + 2))
     assert row["state"] == "offline"
     assert row["reason"] == (
@@ -222,14 +222,14 @@ def test_it_names_the_consumer_behind_a_feed_socket(bob):
     token = bob.follows.get().feed_token
     successor, _ = token.rotate()  # the worker may already use the rotated token
     other, _ = FeedToken.issue(bob.follows.get().producer, "a FreqTrade bot")
-    status.feed_connected(
+    counters.feed_connected(
         "demo",
         "feed-1",
         label=successor.label,
         address="10.0.0.7",
         token_id=successor.pk,
     )
-    status.feed_connected(
+    counters.feed_connected(
         "demo", "feed-2", label=other.label, address="10.0.0.8", token_id=other.pk
     )
     subscribers = producer_row(build_status_snapshot())["subscribers"]
@@ -240,7 +240,7 @@ def test_it_names_the_consumer_behind_a_feed_socket(bob):
 
 
 def test_it_measures_a_consumer_s_lag_against_the_producer_at_report_time(bob):
-    status.producer_connected("demo", "pub-1", "10.0.0.5")
+    counters.producer_connected("demo", "pub-1", "10.0.0.5")
     start = time.time()
     with time_machine.travel(start, tick=False):
         tick(last=T0)
@@ -264,7 +264,7 @@ def test_it_measures_a_consumer_s_lag_against_the_producer_at_report_time(bob):
 
 
 def test_it_forgives_a_broadcast_in_flight_when_the_report_left(bob):
-    status.producer_connected("demo", "pub-1", "10.0.0.5")
+    counters.producer_connected("demo", "pub-1", "10.0.0.5")
     start = time.time()
     with time_machine.travel(start, tick=False):
         tick(last=T0)

@@ -14,7 +14,8 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from consumers.models import Consumer, Follow
-from controlplane import status, statussocket
+from controlplane import statussocket
+from controlplane.lib import counters
 from tests.feeds import analysed_frame, frame, publish, publisher
 from tests.statuskit import (
     REPORT,
@@ -33,7 +34,7 @@ def _fast(monkeypatch):
     """Flush and push at test speed; the real pace is tested on its own."""
     fresh_counters()
     forget_reports("bob")
-    monkeypatch.setattr(status, "FLUSH_SECONDS", 0.05)
+    monkeypatch.setattr(counters, "FLUSH_SECONDS", 0.05)
     monkeypatch.setattr(statussocket, "MIN_INTERVAL", 0.1)
     monkeypatch.setattr(statussocket, "SHARED_FOR", 0.05)
     yield
@@ -124,12 +125,12 @@ async def test_it_pushes_a_new_candle(producer, producer_key, ada):
 async def test_it_pushes_a_consumer_connecting_and_leaving(producer, ada):
     socket, _ = await status_socket(ada)
     await snapshot_from(socket)
-    status.feed_connected("alpha", "feed-1", label="bot one", address="10.0.0.9")
+    counters.feed_connected("alpha", "feed-1", label="bot one", address="10.0.0.9")
     data = await snapshot_where(socket, lambda d: alpha(d)["subscribers"])
     assert [(s["who"], s["address"]) for s in alpha(data)["subscribers"]] == [
         ("bot one", "10.0.0.9")
     ]
-    status.feed_disconnected("alpha", "feed-1")
+    counters.feed_disconnected("alpha", "feed-1")
     await snapshot_where(socket, lambda d: not alpha(d)["subscribers"])
     await socket.disconnect()
 
@@ -168,7 +169,9 @@ async def test_it_sends_at_most_one_update_per_interval(producer, ada, monkeypat
 
     async def churn() -> None:  # a change every 50 ms for 1.2 s
         for n in range(24):
-            status.feed_connected("alpha", f"feed-{n}", label=f"bot {n}", address="::1")
+            counters.feed_connected(
+                "alpha", f"feed-{n}", label=f"bot {n}", address="::1"
+            )
             await asyncio.sleep(0.05)
 
     changes = asyncio.create_task(churn())

@@ -11,8 +11,9 @@ from asgiref.sync import async_to_sync
 from django.test import Client
 
 from consumers.models import Consumer, Follow
-from controlplane import metrics, status
-from producers import protocol
+from controlplane import metrics
+from controlplane.lib import counters
+from controlplane.lib.wire import protocol
 from producers.snapshots import get_store
 from tests.feeds import analysed_frame, frame
 from tests.statuskit import REPORT, forget_reports, fresh_counters, make_user
@@ -73,10 +74,10 @@ def test_it_refuses_the_page_to_a_user_who_is_not_staff(charlie_user, producer):
 
 
 def test_it_renders_the_first_paint_on_the_server(staff, producer):
-    status.producer_connected("alpha", "pub-1", "10.0.0.5")
-    status.published(
+    counters.producer_connected("alpha", "pub-1", "10.0.0.5")
+    counters.published(
         "alpha",
-        [status.PairUpdate("BTC/USDT", 1_793_527_200_000, 1500, 1_793_527_201.0)],
+        [counters.PairUpdate("BTC/USDT", 1_793_527_200_000, 1500, 1_793_527_201.0)],
         2048,
         1,
     )
@@ -134,10 +135,12 @@ def test_it_refuses_metrics_to_anonymous(client, db):
 
 
 def test_it_exposes_prometheus_metrics(staff, producer):
-    status.producer_connected("alpha", "pub-1", "10.0.0.5")
-    status.published("alpha", [status.PairUpdate("BTC/USDT", 0, 1500, 0.0)], 2048, 1)
-    status.feed_connected("alpha", "feed-1", label="bot", address="10.0.0.6")
-    status.handshake_refused("throttled")
+    counters.producer_connected("alpha", "pub-1", "10.0.0.5")
+    counters.published(
+        "alpha", [counters.PairUpdate("BTC/USDT", 0, 1500, 0.0)], 2048, 1
+    )
+    counters.feed_connected("alpha", "feed-1", label="bot", address="10.0.0.6")
+    counters.handshake_refused("throttled")
     response = staff.get(METRICS)
     assert response.status_code == 200
     assert response["Content-Type"] == metrics.CONTENT_TYPE
@@ -201,7 +204,7 @@ def test_a_consumer_s_status_report_marks_the_status_changed(client, producer):
     consumer = Consumer.objects.create(name="bob")
     Follow.objects.create(consumer=consumer, producer=producer)
     key = consumer.issue_key()
-    status.counters.dirty = False
+    counters.counters.dirty = False
     response = client.post(
         "/api/v1/consumer/status",
         json.dumps(REPORT),
@@ -209,4 +212,4 @@ def test_a_consumer_s_status_report_marks_the_status_changed(client, producer):
         HTTP_AUTHORIZATION=f"Bearer {key}",
     )
     assert response.status_code == 204
-    assert status.counters.dirty is True
+    assert counters.counters.dirty is True

@@ -1,5 +1,5 @@
 """Filters for the status page's first paint; static/controlplane/status.js formats
-the live updates the same way (controlplane.wording holds the rules).
+the live updates the same way (controlplane.lib.wording holds the rules).
 
 Every filter shows "—" for a missing value: the page's row templates are rendered
 with empty rows for the script to fill.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django import template
 
-from controlplane import wording
+from controlplane.lib import wording
 
 register = template.Library()
 BLANK = "—"

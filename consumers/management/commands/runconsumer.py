@@ -13,7 +13,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand
 
 from consumers import worker
-from controlplane.workers import hub_url, read_secret, run_until_signalled
+from controlplane.lib.workers import hub_url, read_secret, run_until_signalled
 
 
 class Command(BaseCommand):

@@ -11,7 +11,7 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from controlplane.workers import hub_url, read_secret, run_until_signalled
+from controlplane.lib.workers import hub_url, read_secret, run_until_signalled
 from producers import worker
 
 

@@ -4,7 +4,8 @@ FreqTrade's producer/consumer frames (shared/PROTOCOL-freqtrade.md §4-§6) and 
 hub-internal publish messages between producer workers and the hub. Pure module: no
 Django. orjson does the JSON: exact shortest-repr floats, NaN and +-inf as null.
 Publish messages travel as msgpack (binary), which keeps NaN, +-inf and each
-column's dtype, so the hub can serve the native protocol (producers/native.py) exactly;
+column's dtype, so the hub can serve the native protocol
+(controlplane/lib/wire/native.py) exactly;
 the hub still reads the JSON publish messages of older producer workers.
 """
 
@@ -20,12 +21,12 @@ import msgpack
 import numpy as np
 import orjson
 
-from producers.timeframes import CANDLE_TYPES, timeframe_seconds
+from controlplane.lib.candles import CANDLE_TYPES, timeframe_seconds
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from producers.rows import Rows
+    from controlplane.lib.wire.rows import Rows
 
 # pandas is imported by the functions that take or build DataFrames (producer and
 # consumer workers), never at module level: the hub only moves encoded rows, and
@@ -480,7 +481,7 @@ def decode_message(text: str | bytes, *, as_rows: bool = False) -> dict:
     """A feed message as a dict; an analyzed_df's df and la become Python objects.
 
     An analyzed_df's ``df`` is a DataFrame, or with ``as_rows`` the decoded
-    :class:`~producers.rows.Rows` (what a FrameStore keeps).
+    :class:`~controlplane.lib.wire.rows.Rows` (what a FrameStore keeps).
 
     Raises:
         ProtocolError: the envelope is malformed.
@@ -547,12 +548,13 @@ def decode_dataframe(value: str | bytes) -> pd.DataFrame:
 
 
 def decode_rows(value: str | bytes) -> Rows:
-    """A split document as :class:`~producers.rows.Rows`, typed as decode_dataframe.
+    """A split document as :class:`~controlplane.lib.wire.rows.Rows`, typed as
+    decode_dataframe.
 
     Raises:
         ProtocolError: the document is not valid JSON or not a split document.
     """
-    from producers.rows import Rows
+    from controlplane.lib.wire.rows import Rows
 
     try:
         doc = orjson.loads(value)
@@ -618,7 +620,7 @@ def _decode_column(name: Any, values: tuple) -> tuple[np.ndarray, Any]:
 def _decode_dates(values: tuple, types: set[type]) -> np.ndarray:
     if not types <= {int, float, type(None)}:
         raise ProtocolError("the date column must hold int epoch milliseconds")
-    from producers.rows import date_unit, utc_dates
+    from controlplane.lib.wire.rows import date_unit, utc_dates
 
     if types <= {int}:
         return utc_dates(np.array(values, dtype=np.int64))

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import pandas as pd
 from pandas import DataFrame
 
-from producers.rows import Rows
-from producers.timeframes import is_calendar_timeframe, timeframe_seconds
+from controlplane.lib.candles import is_calendar_timeframe, timeframe_seconds
+from controlplane.lib.wire.rows import Rows
 
 Key = tuple[str, str, str]  # (pair, timeframe, candle_type)
 
@@ -143,7 +143,7 @@ class FrameStore:
     stays consistent; treat it as read-only (``DataProvider`` hands out copies).
 
     A candle that follows the stored ones is kept as received (decoded, a DataFrame
-    or :class:`~producers.rows.Rows`) and joined to the frame on the next
+    or :class:`~controlplane.lib.wire.rows.Rows`) and joined to the frame on the next
     :meth:`get`: per candle close the worker's loop spends ~50 us a pair instead of
     ~1 ms, and a pair nobody reads costs one join per ``MAX_TAIL`` candles.
 

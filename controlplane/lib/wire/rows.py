@@ -1,10 +1,11 @@
 """Decoded rows, column by column, before they become a DataFrame.
 
-Both wire decoders (FreqTrade's JSON in producers/protocol.py, candlecast.v1 in
-producers/native.py) produce :class:`Rows`. pandas' constructors cost 0.1-0.5 ms a
-frame however few its rows, ten times the decoding of a one-row candle update, paid
-per pair and per consumer on every candle close. The consumer's FrameStore therefore
-keeps updates as Rows and builds one DataFrame from many when a frame is read.
+Both wire decoders (FreqTrade's JSON in controlplane/lib/wire/protocol.py,
+candlecast.v1 in controlplane/lib/wire/native.py) produce :class:`Rows`. pandas'
+constructors cost 0.1-0.5 ms a frame however few its rows, ten times the decoding of
+a one-row candle update, paid per pair and per consumer on every candle close.
+The consumer's FrameStore therefore keeps updates as Rows and builds one
+DataFrame from many when a frame is read.
 Pure module (numpy, pandas): the hub never imports it.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.internals import create_dataframe_from_blocks
 
-from producers.protocol import DATETIME, STRING
+from controlplane.lib.wire.protocol import DATETIME, STRING
 
 
 class Rows:

@@ -21,7 +21,7 @@ from collections import deque
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 
-from controlplane.statusdocs import (
+from controlplane.lib.counterdocs import (
     COUNTERS,
     REFUSALS,
     TICKS_KEPT,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import msgpack
 import numpy as np
 
-from producers.protocol import (
+from controlplane.lib.wire.protocol import (
     DATETIME,
     OBJECT,
     STRING,
@@ -43,7 +43,7 @@ from producers.protocol import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from producers.rows import Rows
+    from controlplane.lib.wire.rows import Rows
 
 SUBPROTOCOL = "candlecast.v1"
 
@@ -248,7 +248,8 @@ def _series_column(name: str, series: pd.Series) -> list[Any]:
 
 def decode(data: bytes, *, as_rows: bool = False) -> DecodedMessage:
     """A native message as Python objects: every frame a DataFrame, or with
-    ``as_rows`` the decoded :class:`~producers.rows.Rows` (what a FrameStore keeps).
+    ``as_rows`` the decoded :class:`~controlplane.lib.wire.rows.Rows` (what a
+    FrameStore keeps).
 
     Raises:
         ProtocolError: the message is not a candlecast.v1 message, saying where.
@@ -300,7 +301,7 @@ def _decode_frame(frame: Any, number: int, as_rows: bool) -> DecodedFrame:
 
 
 def _decode_columns(columns: list, rows: int, first: int, where: str) -> Rows:
-    from producers.rows import Rows  # pandas: the hub never decodes
+    from controlplane.lib.wire.rows import Rows  # pandas: the hub never decodes
 
     if not columns:
         return Rows((), [], range(0))
@@ -333,7 +334,7 @@ def _decode_column(name: Any, code: Any, payload: Any, rows: int, where: str) ->
         )
     values = np.frombuffer(payload, dtype=dtype)
     if code == DATETIME:
-        from producers.rows import utc_dates
+        from controlplane.lib.wire.rows import utc_dates
 
         return utc_dates(values)  # NaT stays NaT
     if code == TIMEDELTA:

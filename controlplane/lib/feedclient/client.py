@@ -6,7 +6,8 @@ Speaks the consumer side of FreqTrade's feed protocol (shared/PROTOCOL-freqtrade
 reconnects, an over-size frame handled without a reconnect loop, big frames decoded off
 the event loop so other producers keep flowing.
 
-On every connect it also offers the ``candlecast.v1`` subprotocol (producers/native.py):
+On every connect it also offers the ``candlecast.v1`` subprotocol
+(controlplane/lib/wire/native.py):
 a candlecast hub selects it and sends one binary message per tick with every pair's
 new rows, exact to the bit; a FreqTrade bot or an older hub selects nothing, and the
 link speaks FreqTrade's protocol, unchanged. Either way each frame reaches the
@@ -30,10 +31,16 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode
 from websockets.typing import Subprotocol
 
-from consumers.frames import FULL_FRAME_ROWS, FrameStore, Key, Missing, Stored
-from controlplane.hubclient import wait_or_stop
-from producers import native, protocol
-from producers.timeframes import CANDLE_TYPES, timeframe_seconds
+from controlplane.lib.candles import CANDLE_TYPES, timeframe_seconds
+from controlplane.lib.feedclient.framestore import (
+    FULL_FRAME_ROWS,
+    FrameStore,
+    Key,
+    Missing,
+    Stored,
+)
+from controlplane.lib.hubclient import wait_or_stop
+from controlplane.lib.wire import native, protocol
 
 logger = logging.getLogger(__name__)
 

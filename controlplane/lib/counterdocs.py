@@ -1,6 +1,7 @@
 """The documents of the hub's counters, and how several hub processes' add up.
 
-Pure module: controlplane.status fills a ProcessDoc per hub process and stores it in
+Pure module: controlplane.lib.counters fills a ProcessDoc per hub process and stores it
+in
 the cache; merge() sums the documents of every live process into one HubState.
 """
 
