@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from websockets.asyncio.client import connect  # noqa: E402
 
-from controlplane.lib.wire import protocol  # noqa: E402
+from controlplane.lib.wire import freqtrade  # noqa: E402
 from tests import processes  # noqa: E402
 from tests.processes import ROOT, Stack  # noqa: E402
 
@@ -228,7 +228,7 @@ async def probe(url: str, pairs: int, rows: int) -> tuple[float, int, int]:
         request = {"limit": FEED_LIMIT, "pair": None}
         await ws.send(json.dumps({"type": "analyzed_df", "data": request}))
         for _ in range(pairs):
-            message = protocol.decode_message(await asyncio.wait_for(ws.recv(), 30))
+            message = freqtrade.decode_message(await asyncio.wait_for(ws.recv(), 30))
             df = message["data"]["df"]
             if len(df) != min(rows, FEED_LIMIT):
                 key = message["data"]["key"][0]

@@ -33,7 +33,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controlplane.lib.wire import native, protocol  # noqa: E402
+from controlplane.lib import wire  # noqa: E402
+from controlplane.lib.wire import freqtrade, native  # noqa: E402
+from controlplane.lib.wire.columns import encode_row_json, exact_rows  # noqa: E402
 from producers.snapshots import MemoryStore, RedisStore, SnapshotStore  # noqa: E402
 
 KEY = ("BTC/USDT", "5m", "spot")
@@ -97,15 +99,15 @@ def freqtrade_decode(text: bytes) -> pd.DataFrame:
 
 
 def our_encode(df: pd.DataFrame) -> str:
-    columns, rows = protocol.encode_rows(df)
-    row_bytes = [protocol.encode_row_json(row) for row in rows]
-    doc = protocol.split_document(columns, row_bytes, 0)
-    return protocol.analyzed_df_message(KEY, doc, LA)
+    columns, _, rows = exact_rows(df)  # the producer worker's rows; orjson nulls NaN
+    row_bytes = [encode_row_json(row) for row in rows]
+    doc = freqtrade.split_document(columns, row_bytes, 0)
+    return freqtrade.analyzed_df_message(KEY, doc, LA)
 
 
 def stored_rows(df: pd.DataFrame) -> tuple[list[str], list[str], list[bytes]]:
     """The frame as the hub stores it for native replies: msgpack rows, dtypes."""
-    columns, dtypes, rows = protocol.exact_rows(df)
+    columns, dtypes, rows = exact_rows(df)
     return columns, dtypes, [msgpack.packb(row) for row in rows]
 
 
@@ -146,14 +148,18 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
 async def cached_reply_us(
     store: SnapshotStore, df: pd.DataFrame, repeats: int, fmt: str = "freqtrade"
 ):
-    columns, dtypes, rows = protocol.exact_rows(df)
-    row_bytes = [protocol.encode_row_json(row) for row in rows]
+    columns, dtypes, rows = exact_rows(df)
+    row_bytes = [encode_row_json(row) for row in rows]
     packed = [msgpack.packb(row) for row in rows]
     dates = [row[columns.index("date")] for row in rows]
     await store.replace(
         STREAM, columns, row_bytes, dates, LA, packed=packed, dtypes=dtypes
     )
-    reply = store.native_reply if fmt == "native" else store.analyzed_df_reply
+    feed_format = wire.NATIVE if fmt == "native" else wire.FREQTRADE
+
+    async def reply(key, limit):
+        return await store.reply(key, limit, feed_format)
+
     start = time.perf_counter()
     miss = await reply(STREAM, None)
     miss_us = (time.perf_counter() - start) * 1e6
@@ -207,7 +213,7 @@ def print_comparison(df: pd.DataFrame, repeats: int, pairs: int) -> None:
         (
             "decode full frame (ms)",
             lambda: freqtrade_decode(theirs),
-            lambda: protocol.decode_message(ours),
+            lambda: freqtrade.decode_message(ours),
             lambda: native.decode(native_whole),
         ),
         (
@@ -219,7 +225,7 @@ def print_comparison(df: pd.DataFrame, repeats: int, pairs: int) -> None:
         (
             "decode 1-row broadcast (ms)",
             lambda: freqtrade_decode(their_one),
-            lambda: protocol.decode_message(our_one),
+            lambda: freqtrade.decode_message(our_one),
             lambda: native.decode(native_one),
         ),
         (
@@ -231,7 +237,7 @@ def print_comparison(df: pd.DataFrame, repeats: int, pairs: int) -> None:
         (
             f"decode {pairs}-pair tick (ms)",
             lambda: [freqtrade_decode(their_one) for _ in range(pairs)],
-            lambda: [protocol.decode_message(our_one) for _ in range(pairs)],
+            lambda: [freqtrade.decode_message(our_one) for _ in range(pairs)],
             lambda: native.decode(native_ticks),
         ),
     ]
@@ -264,15 +270,15 @@ def print_comparison(df: pd.DataFrame, repeats: int, pairs: int) -> None:
 
 
 def print_encode_steps(df: pd.DataFrame, repeats: int) -> None:
-    columns, rows = protocol.encode_rows(df)
-    row_bytes = [protocol.encode_row_json(row) for row in rows]
+    columns, _, rows = exact_rows(df)
+    row_bytes = [encode_row_json(row) for row in rows]
     steps = [
-        ("encode_rows", lambda: protocol.encode_rows(df)),
+        ("exact_rows", lambda: exact_rows(df)),
         ("encode_row_json for every row", lambda: list(map(orjson.dumps, rows))),
         (
             "split_document + analyzed_df_message",
-            lambda: protocol.analyzed_df_message(
-                KEY, protocol.split_document(columns, row_bytes, 0), LA
+            lambda: freqtrade.analyzed_df_message(
+                KEY, freqtrade.split_document(columns, row_bytes, 0), LA
             ),
         ),
     ]

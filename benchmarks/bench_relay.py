@@ -43,7 +43,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 
 from benchmarks.bench_consumer import cpu_seconds, load_average  # noqa: E402
 from controlplane.lib.feedclient.client import request_text  # noqa: E402
-from controlplane.lib.wire import protocol  # noqa: E402
+from controlplane.lib.wire import freqtrade  # noqa: E402
 from tests import processes  # noqa: E402
 from tests.processes import ROOT, Stack  # noqa: E402
 
@@ -483,7 +483,7 @@ async def hub_holds(url: str, token: str, pairs: int) -> int:
         await ws.send(request_text("analyzed_df", {"limit": 1, "pair": None}))
         try:
             while len(held) < pairs:
-                message = protocol.decode_message(await asyncio.wait_for(ws.recv(), 1))
+                message = freqtrade.decode_message(await asyncio.wait_for(ws.recv(), 1))
                 data = message.get("data")
                 if message["type"] == "analyzed_df" and len(data["df"]):
                     held.add(data["key"][0])

@@ -2,7 +2,7 @@
 
 The sample strategy runs on the synthetic source for every pair, over the history
 plus the ticks to come, and every frame is encoded for publishing with the producer
-worker's own encoder (controlplane.lib.wire.protocol.publish_frame).
+worker's own encoder (controlplane.lib.wire.publish.publish_frame).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import publish
 from producers.sources import SyntheticSource
 from producers.strategies.sample import SampleStrategy
 
@@ -25,8 +25,8 @@ class BenchData:
     pairs: list[str]
     rows: int
     columns: int
-    history: list[protocol.PublishFrame]  # one full frame per pair
-    ticks: list[list[protocol.PublishFrame]]  # per tick, every pair's new row
+    history: list[publish.PublishFrame]  # one full frame per pair
+    ticks: list[list[publish.PublishFrame]]  # per tick, every pair's new row
     tick_dates: list[int]  # ms, the candle each tick adds
     la: datetime
 
@@ -50,13 +50,13 @@ def analyse(pairs: int, rows: int, ticks: int) -> BenchData:
         frame = frame.reset_index(drop=True)
         key = (pair, TIMEFRAME, CANDLE_TYPE)
         history.append(
-            protocol.publish_frame(
+            publish.publish_frame(
                 key, frame.iloc[:rows], la, full=True, new_candle=False
             )
         )
         per_pair.append(
             [
-                protocol.publish_frame(
+                publish.publish_frame(
                     key,
                     frame.iloc[rows + t : rows + t + 1],
                     la,

@@ -1,12 +1,12 @@
 """FeedSocket: the FreqTrade-compatible feed at /api/v1/message/ws.
 
-A feed token selects the producer. A client that offers the ``candlecast.v1``
-subprotocol (our consumer workers; FreqTrade never does) gets the native protocol:
-one binary message per tick with every pair's new rows, and binary analyzed_df
-replies; everyone else gets FreqTrade's protocol, byte for byte. Requests are JSON
-either way and answered from the hub's snapshots (replies cached per key, limit and
-format); broadcasts arrive from the channel layer already encoded, one layer message
-per tick, and are only forwarded here. A socket lives only
+A feed token selects the producer; the subprotocols the client offers select the
+feed format (controlplane/lib/wire: ``candlecast.v1`` for our consumer workers, which
+FreqTrade never offers; FreqTrade's protocol, byte for byte, for everyone else).
+Requests are JSON either way and answered from the hub's snapshots (replies cached
+per key, limit and format); broadcasts arrive from the channel layer already encoded
+in this socket's format, one layer message per tick, and are only forwarded here.
+A socket lives only
 as long as its token: it is closed when the token is revoked (a layer message, from
 any hub process) and at the moment it expires (a timer the layer can reschedule).
 """
@@ -23,17 +23,18 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from controlplane.lib import counters
+from controlplane.lib import counters, wire
 from controlplane.lib.auth import scope_address, scope_token, throttle
 from controlplane.lib.hubclient import wait_or_stop
-from controlplane.lib.wire import native, protocol
-from producers.groups import ExpiryMessage, RevokeMessage, feed_group, native_group
+from controlplane.lib.wire import freqtrade
+from controlplane.lib.wire.columns import ProtocolError
+from producers.groups import ExpiryMessage, RevokeMessage, TickMessage, feed_group
 from producers.models import FeedToken
 from producers.snapshots import SnapshotStoreUnavailable, get_store
 
 logger = logging.getLogger(__name__)
 
-VALID_TOPICS = frozenset(protocol.MESSAGE_TYPES)
+VALID_TOPICS = frozenset(freqtrade.MESSAGE_TYPES)
 # Close codes (application range) for a token that stopped being valid while
 # connected. FreqTrade clients reconnect after any close; the next handshake is
 # refused with HTTP 403, which they back off from.
@@ -43,7 +44,7 @@ CLOSE_TOKEN_EXPIRED = 4002
 
 class FeedSocket(AsyncWebsocketConsumer):
     token: FeedToken | None = None
-    native = False  # this client speaks candlecast.v1
+    format: wire.FeedFormat = wire.FREQTRADE  # what this client speaks
     tasks: tuple = ()
 
     async def connect(self) -> None:
@@ -60,11 +61,11 @@ class FeedSocket(AsyncWebsocketConsumer):
             logger.warning("feed: refused %s: %s", self.address, reason)
             await self.close()
             return
-        self.native = native.SUBPROTOCOL in self.scope.get("subprotocols", ())
+        self.format = wire.negotiate(self.scope.get("subprotocols", ()))
         if not await self._join(token):
             await self.close()
             return
-        await self.accept(subprotocol=native.SUBPROTOCOL if self.native else None)
+        await self.accept(subprotocol=self.format.subprotocol)
         self.link = counters.feed_connected(
             self.producer.name,
             self.channel_name,
@@ -82,7 +83,7 @@ class FeedSocket(AsyncWebsocketConsumer):
             self.address,
             self.producer.name,
             token.prefix,
-            native.SUBPROTOCOL if self.native else "freqtrade",
+            self.format.name,
         )
 
     async def __call__(self, scope, receive, send) -> None:
@@ -111,43 +112,33 @@ class FeedSocket(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         try:
-            request = protocol.parse_request(
+            request = freqtrade.parse_request(
                 text_data if text_data is not None else bytes_data
             )
-        except protocol.ProtocolError as exc:
+        except ProtocolError as exc:
             # Once per connection at INFO: a client repeating a mistake would
             # otherwise flood the log. Every one gets its exception reply.
             self.bad_requests = getattr(self, "bad_requests", 0) + 1
             level = logging.INFO if self.bad_requests == 1 else logging.DEBUG
             logger.log(level, "feed: bad request from %s: %s", self.address, exc)
-            await self.send(protocol.exception_message(str(exc)))
+            await self.send(freqtrade.exception_message(str(exc)))
             return
         try:
             await getattr(self, f"_on_{request.type}")(request)
         except SnapshotStoreUnavailable as exc:
             logger.error("feed: cannot answer %s: %s", request.type, exc)
-            await self.send(protocol.exception_message("Error processing request"))
+            await self.send(freqtrade.exception_message("Error processing request"))
 
-    async def feed_broadcast(self, event: dict) -> None:
-        """Forward one tick's frames, already encoded, in the subscribed types."""
-        sent = size = 0
-        for kind, text in event["messages"]:
-            if kind in self.subscriptions:
-                await self.send(text)
-                sent += 1
-                size += len(text)
-        self.link.delivered(event, sent, size)
+    async def feed_tick(self, event: TickMessage) -> None:
+        """Forward one tick's messages, already encoded in this socket's format.
 
-    async def feed_native(self, event: dict) -> None:
-        """Forward one tick's native messages (usually one), already encoded.
-
-        A native message carries the whole tick: it goes to a socket subscribed to
-        any topic in it, and the client skips what it did not ask for.
+        A message goes when the socket subscribed to any topic it carries (a native
+        message carries the whole tick; the client skips what it did not ask for).
         """
         sent = size = 0
-        if self.subscriptions.intersection(event["topics"]):
-            for data in event["messages"]:
-                await self.send(bytes_data=data)
+        for topics, data in event["messages"]:
+            if self.subscriptions.intersection(topics):
+                await self._send(data)
                 sent += 1
                 size += len(data)
         self.link.delivered(event, sent, size)
@@ -165,27 +156,27 @@ class FeedSocket(AsyncWebsocketConsumer):
 
     ### Requests
 
-    async def _on_subscribe(self, request: protocol.Request) -> None:
+    async def _on_subscribe(self, request: freqtrade.Request) -> None:
         if not request.topics:
             return  # FreqTrade: an empty list changes nothing
         unknown = sorted(set(request.topics) - VALID_TOPICS)
         if unknown:
             # FreqTrade ignores such a request silently; we say why.
             await self.send(
-                protocol.exception_message(
+                freqtrade.exception_message(
                     f"Unknown topic(s) {', '.join(unknown)}: subscription unchanged; "
-                    f"valid topics: {', '.join(protocol.MESSAGE_TYPES)}"
+                    f"valid topics: {', '.join(freqtrade.MESSAGE_TYPES)}"
                 )
             )
             return
         self.subscriptions = frozenset(request.topics)
 
-    async def _on_whitelist(self, request: protocol.Request) -> None:
-        text = protocol.whitelist_message(await self._whitelist())
+    async def _on_whitelist(self, request: freqtrade.Request) -> None:
+        text = freqtrade.whitelist_message(await self._whitelist())
         await self.send(text)
         self.link.replied(len(text))
 
-    async def _on_analyzed_df(self, request: protocol.Request) -> None:
+    async def _on_analyzed_df(self, request: freqtrade.Request) -> None:
         pairs = [request.pair] if request.pair else await self._whitelist()
         store = get_store()
         limit_bytes = settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB << 20
@@ -196,27 +187,27 @@ class FeedSocket(AsyncWebsocketConsumer):
                 self.producer.timeframe,
                 self.producer.candle_type,
             )
-            if self.native:
-                text = await store.native_reply(key, request.limit)
-            else:
-                text = await store.analyzed_df_reply(key, request.limit)
+            text = await store.reply(key, request.limit, self.format)
             if len(text) > limit_bytes:
                 self.link.refused_oversize()
                 await self.send(
-                    protocol.exception_message(
+                    freqtrade.exception_message(
                         f"The {pair} frame is {len(text) / 2**20:.1f} MiB, over the "
                         f"{settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB} MiB message size "
                         "limit: request fewer candles with a smaller limit"
                     )
                 )
                 continue
-            if self.native:
-                await self.send(bytes_data=text)
-            else:
-                await self.send(text)
+            await self._send(text)
             self.link.replied(len(text))
 
     ### Helpers
+
+    async def _send(self, data: str | bytes) -> None:
+        if self.format.binary:
+            await self.send(bytes_data=data)
+        else:
+            await self.send(text_data=data)
 
     def _forget(self) -> None:
         """Leave the status page and stop this socket's timers (idempotent)."""
@@ -232,10 +223,9 @@ class FeedSocket(AsyncWebsocketConsumer):
         """Join the producer's group; False if the token ended meanwhile."""
         self.token, self.producer = token, token.producer
         self.expires_at: datetime | None = token.expires_at
-        # A native socket is in the native group only: it never receives (or
+        # A socket is in its format's group only: a native one never receives (or
         # costs the layer) FreqTrade's per-pair texts, nor the reverse.
-        name = self.producer.name
-        self.group = native_group(name) if self.native else feed_group(name)
+        self.group = feed_group(self.producer.name, self.format)
         await self.channel_layer.group_add(self.group, self.channel_name)
         # A revocation committed after _resolve but before group_add was sent before
         # this socket could hear it: read the token once more, now that it listens.

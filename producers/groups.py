@@ -17,16 +17,24 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
+from controlplane.lib.wire import FORMATS, FeedFormat
+from controlplane.lib.wire.shapes import Broadcast
+
 logger = logging.getLogger(__name__)
 
-# Layer message type that carries one tick's pre-encoded frames to every feed socket.
-FEED_BROADCAST = "feed.broadcast"
-# Layer message type that carries one tick as native (candlecast.v1) binary messages.
-FEED_NATIVE = "feed.native"
+# Layer message type that carries one tick, encoded in one format, to its sockets.
+FEED_TICK = "feed.tick"
 # Layer message type that closes the sockets of a revoked token.
 FEED_REVOKE = "feed.revoke"
 # Layer message type that gives the sockets of a token its new expiry.
 FEED_EXPIRY = "feed.expiry"
+
+
+class TickMessage(TypedDict):
+    type: str  # FEED_TICK
+    messages: list[Broadcast]  # (topics, payload): sent to sockets subscribed to any
+    origin: str  # the publish socket's channel name
+    seq: int  # numbered per publish socket: a feed socket notices a dropped tick
 
 
 class RevokeMessage(TypedDict):
@@ -41,18 +49,13 @@ class ExpiryMessage(TypedDict):
     expires_at: str | None  # ISO 8601; None: no expiry
 
 
-def feed_group(producer_name: str) -> str:
-    """Every feed socket that follows ``producer_name``."""
-    return f"feed.{producer_name}"[:99]
+def feed_group(producer_name: str, fmt: FeedFormat) -> str:
+    """Every feed socket that follows ``producer_name`` in the format ``fmt``.
 
-
-def native_group(producer_name: str) -> str:
-    """Every feed socket that follows ``producer_name`` in the native protocol.
-
-    A group of its own, so each layer message carries one format's bytes (Redis
+    A group per format, so each layer message carries one format's bytes (Redis
     moves them once per hub process, not once per format).
     """
-    return f"native.{producer_name}"[:99]
+    return f"{fmt.group}.{producer_name}"[:99]
 
 
 def close_feed_sockets(producer_name: str, token_ids: list[int], reason: str) -> None:
@@ -82,8 +85,8 @@ def _send(producer_name: str, message: dict) -> None:
     if layer is None:
         return
     try:
-        for group in (feed_group(producer_name), native_group(producer_name)):
-            async_to_sync(layer.group_send)(group, message)
+        for fmt in FORMATS:
+            async_to_sync(layer.group_send)(feed_group(producer_name, fmt), message)
     except Exception as exc:  # the layer (Redis) is down: the change stands anyway
         logger.error(
             "could not tell the feed sockets of %s about tokens %s (%s): they find "

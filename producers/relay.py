@@ -24,7 +24,8 @@ from websockets.exceptions import ConnectionClosed
 from controlplane.lib.feedclient.client import ConsumerSettings, Follow, ProducerClient
 from controlplane.lib.feedclient.framestore import FrameStore, Key, Stored
 from controlplane.lib.hubclient import FatalError, call_api
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import freqtrade
+from controlplane.lib.wire.publish import PublishFrame, publish_frame
 from producers.worker import (
     CONFIG_REFRESH_SECONDS,
     Publisher,
@@ -168,17 +169,15 @@ class Relay:
 
     ### Frames to publish
 
-    def full_frame(self, key: Key) -> protocol.PublishFrame | None:
+    def full_frame(self, key: Key) -> PublishFrame | None:
         entry = self.store.get(key)
         if entry is None or entry[0].empty:
             return None
         df, la = entry
         self.published_last[key] = df["date"].iloc[-1]
-        return protocol.publish_frame(key, df, la, full=True, new_candle=False)
+        return publish_frame(key, df, la, full=True, new_candle=False)
 
-    def partial_frame(
-        self, key: Key, first: pd.Timestamp
-    ) -> protocol.PublishFrame | None:
+    def partial_frame(self, key: Key, first: pd.Timestamp) -> PublishFrame | None:
         """The rows from ``first`` on, upserted by date by the hub."""
         entry = self.store.get(key)
         if entry is None or entry[0].empty:
@@ -191,7 +190,7 @@ class Relay:
         before = self.published_last.get(key)
         self.published_last[key] = last
         new_candle = before is None or last > before
-        return protocol.publish_frame(key, rows, la, full=False, new_candle=new_candle)
+        return publish_frame(key, rows, la, full=False, new_candle=new_candle)
 
     ### Publishing
 
@@ -402,7 +401,7 @@ def make_client(
 ) -> ProducerClient:
     settings = ConsumerSettings(
         sleep_time=config.backoff_initial,
-        initial_candle_limit=min(int(definition["history"]), protocol.MAX_LIMIT),
+        initial_candle_limit=min(int(definition["history"]), freqtrade.MAX_LIMIT),
         message_size_limit=max(1, config.message_size_limit >> 20),
     )
     # A FreqTrade bot speaks FreqTrade's protocol only: offer nothing else.

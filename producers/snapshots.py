@@ -29,23 +29,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from controlplane.lib.wire import native
-from controlplane.lib.wire.protocol import (
-    EMPTY_SPLIT,
-    EPOCH,
-    ProtocolError,
-    analyzed_df_message,
-    format_datetime,
-    parse_datetime,
-    split_document,
-)
+from controlplane.lib.wire import FeedFormat
+from controlplane.lib.wire.columns import ProtocolError, format_datetime, parse_datetime
+from controlplane.lib.wire.shapes import Snapshot
 
 StreamKey = tuple[str, str, str, str]  # (producer, pair, timeframe, candle_type)
 
 # Distinct (limit, format) replies cached per stream; consumers ask 1500 and a few gap
 # sizes.
 REPLY_CACHE_LIMITS = 16
-FREQTRADE, NATIVE = "freqtrade", native.SUBPROTOCOL  # reply formats
 
 
 class ColumnsChanged(ProtocolError):
@@ -54,27 +46,6 @@ class ColumnsChanged(ProtocolError):
 
 class SnapshotStoreUnavailable(RuntimeError):
     """The shared store (Redis) cannot be reached."""
-
-
-@dataclass
-class Snapshot:
-    columns: list[str]
-    rows: list[bytes]
-    first_index: int  # position of rows[0] in the stored snapshot, FreqTrade's label
-    la: datetime
-    version: int
-    packed: list[bytes] = field(default_factory=list)  # the rows as msgpack, exact
-    dtypes: list[str] | None = None  # the columns' dtype codes; None: infer
-
-    def native_columns(self) -> list[list[Any]]:
-        """The rows as native wire columns (see native.columns_from_rows)."""
-        rows = msgpack.unpackb(_array(self.packed), raw=False) if self.packed else []
-        return native.columns_from_rows(self.columns, self.dtypes, rows)
-
-
-def _array(packed: Sequence[bytes]) -> bytes:
-    # Stored msgpack rows joined into one msgpack array: unpacked in one C call.
-    return native.array_header(len(packed)) + b"".join(packed)
 
 
 @dataclass
@@ -189,31 +160,23 @@ class SnapshotStore(ABC):
     async def _version_token(self, key: StreamKey) -> Hashable | None:
         """What changes whenever the stream's snapshot does; None when unknown."""
 
-    async def analyzed_df_reply(self, key: StreamKey, limit: int | None) -> str:
-        """FreqTrade's analyzed_df reply for ``key``, encoded once per version.
+    async def reply(
+        self, key: StreamKey, limit: int | None, fmt: FeedFormat
+    ) -> str | bytes:
+        """The analyzed_df reply for ``key`` in ``fmt``, encoded once per version.
 
         An unknown stream gets FreqTrade's answer: an empty frame with la = EPOCH.
         """
-        return await self._reply(key, limit, FREQTRADE)
-
-    async def native_reply(self, key: StreamKey, limit: int | None) -> bytes:
-        """The native (candlecast.v1) analyzed_df reply, encoded once per version.
-
-        Exact values and dtypes; an unknown stream gets an empty frame, la = EPOCH.
-        """
-        return await self._reply(key, limit, NATIVE)
-
-    async def _reply(self, key: StreamKey, limit: int | None, fmt: str) -> str | bytes:
         _check_limit(limit)
         token = await self._version_token(key)
         if token is None:
-            return _empty_reply(key, fmt)
+            return fmt.reply(key[1:], None)
         cached = self._replies.get(key)
         if cached is not None and cached.token == token:
-            text = cached.texts.get((limit, fmt))
+            text = cached.texts.get((limit, fmt.name))
             if text is not None:
                 return text
-        flight = (key, token, limit, fmt)
+        flight = (key, token, limit, fmt.name)
         while (building := self._building.get(flight)) is not None:
             try:
                 return await asyncio.shield(building)
@@ -237,18 +200,17 @@ class SnapshotStore(ABC):
         return text
 
     async def _build_reply(
-        self, key: StreamKey, limit: int | None, fmt: str
+        self, key: StreamKey, limit: int | None, fmt: FeedFormat
     ) -> str | bytes:
         found = await self._read_tail(key, limit)
         if found is None:  # removed between the two reads
-            return _empty_reply(key, fmt)
+            return fmt.reply(key[1:], None)
         snapshot, token = found  # may be newer than the first read: cache under it
-        if fmt == NATIVE:
-            text = await _native_reply(key, snapshot)
+        if fmt.offload_rows is not None and len(snapshot.rows) > fmt.offload_rows:
+            text = await asyncio.to_thread(fmt.reply, key[1:], snapshot)
         else:
-            doc = split_document(snapshot.columns, snapshot.rows, snapshot.first_index)
-            text = analyzed_df_message(key[1:], doc, snapshot.la)
-        self._remember(key, token, (limit, fmt), text)
+            text = fmt.reply(key[1:], snapshot)
+        self._remember(key, token, (limit, fmt.name), text)
         return text
 
     def _remember(
@@ -265,30 +227,6 @@ class SnapshotStore(ABC):
         if len(cached.texts) >= REPLY_CACHE_LIMITS:
             cached.texts.pop(next(iter(cached.texts)))
         cached.texts[which] = text
-
-
-def _empty_reply(key: StreamKey, fmt: str) -> str | bytes:
-    if fmt == NATIVE:
-        block = native.frame_block(key[1:], [], 0, 0, EPOCH)
-        return native.message("analyzed_df", [block])
-    return analyzed_df_message(key[1:], EMPTY_SPLIT, EPOCH)
-
-
-async def _native_reply(key: StreamKey, snapshot: Snapshot) -> bytes:
-    def build() -> bytes:
-        block = native.frame_block(
-            key[1:],
-            snapshot.native_columns(),
-            len(snapshot.rows),
-            snapshot.first_index,
-            snapshot.la,
-        )
-        return native.message("analyzed_df", [block])
-
-    # 1500 rows take a few ms to columnise: off the loop when big, like decoding.
-    if len(snapshot.packed) > 64:
-        return await asyncio.to_thread(build)
-    return build()
 
 
 def _packed(rows: Sequence[bytes], packed: list[bytes] | None) -> list[bytes]:

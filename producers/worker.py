@@ -21,7 +21,8 @@ from websockets.asyncio.client import process_exception as websockets_process_ex
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from controlplane.lib.hubclient import FatalError, call_api, until_reached, wait_or_stop
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import publish
+from controlplane.lib.wire.columns import Key, ProtocolError
 from producers.sources import CandleSource, SourceError, build_source
 from producers.strategy import IStrategy, StrategyError, load_strategy
 
@@ -101,7 +102,7 @@ class Analysis:
     def pairs(self) -> list[str]:
         return list(self.definition["pairs"])
 
-    def key(self, pair: str) -> protocol.Key:
+    def key(self, pair: str) -> Key:
         return (pair, self.timeframe, self.candle_type)
 
     def keep(self) -> int:
@@ -142,8 +143,8 @@ class Analysis:
         self.la[pair] = datetime.now(UTC)
         return frame
 
-    def full_frame(self, pair: str) -> protocol.PublishFrame:
-        return protocol.publish_frame(
+    def full_frame(self, pair: str) -> publish.PublishFrame:
+        return publish.publish_frame(
             self.key(pair),
             self.analysed[pair],
             self.la[pair],
@@ -162,12 +163,12 @@ class Publisher:
 
     async def publish(self, frames: list, whitelist: list[str] | None = None) -> None:
         self.seq += 1
-        await self.ws.send(protocol.publish_message(self.seq, frames, whitelist))
+        await self.ws.send(publish.publish_message(self.seq, frames, whitelist))
         try:
-            reply = protocol.parse_hub_reply(
+            reply = publish.parse_hub_reply(
                 await asyncio.wait_for(self.ws.recv(), ACK_TIMEOUT)
             )
-        except protocol.ProtocolError as exc:
+        except ProtocolError as exc:
             raise ConnectionError(str(exc)) from exc
         if reply["type"] == "error":
             # The hub kept serving; this message was refused (logged there too).
@@ -200,7 +201,7 @@ async def tick(publisher: Publisher, analysis: Analysis) -> None:
             continue
         if rows is not None:
             frames.append(
-                protocol.publish_frame(
+                publish.publish_frame(
                     analysis.key(pair),
                     rows,
                     analysis.la[pair],

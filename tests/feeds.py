@@ -10,9 +10,34 @@ import pandas as pd
 from channels.testing import WebsocketCommunicator
 
 from controlplane.asgi import application
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import freqtrade, native
+from controlplane.lib.wire.columns import exact_rows
+from controlplane.lib.wire.publish import PublishFrame, publish_frame, publish_message
 
 TIMEOUT = 2
+
+
+def json_rows(df: pd.DataFrame) -> tuple[list[str], list[list]]:
+    """Columns and rows of ``df`` as FreqTrade's JSON carries them (NaN: None)."""
+    names, _, rows = exact_rows(df)
+    return names, [
+        [None if isinstance(v, float) and not np.isfinite(v) else v for v in row]
+        for row in rows
+    ]
+
+
+def native_block(
+    key, df: pd.DataFrame, la: datetime, first: int = 0, *, new_candle: bool = False
+) -> bytes:
+    """``df`` as one packed native frame, as the hub builds it from stored rows."""
+    names, codes, rows = exact_rows(df)
+    columns = native.columns_from_rows(names, codes, rows)
+    return native.frame_block(key, columns, len(df), first, la, new_candle=new_candle)
+
+
+def native_reply(key, df: pd.DataFrame, la: datetime, first: int = 0) -> bytes:
+    """``df`` as one native analyzed_df message."""
+    return native.message("analyzed_df", [native_block(key, df, la, first)])
 
 
 def analysed_frame(
@@ -72,7 +97,7 @@ async def publisher(key: str):
 
 
 async def publish(socket, frames: list, whitelist=None, seq: int = 1) -> dict:
-    await socket.send_to(bytes_data=protocol.publish_message(seq, frames, whitelist))
+    await socket.send_to(bytes_data=publish_message(seq, frames, whitelist))
     return orjson.loads(await socket.receive_from(timeout=TIMEOUT))
 
 
@@ -84,8 +109,8 @@ def frame(
     new_candle: bool = False,
     la: datetime | None = None,
     timeframe: str = "5m",
-) -> protocol.PublishFrame:
-    return protocol.publish_frame(
+) -> PublishFrame:
+    return publish_frame(
         (pair, timeframe, "spot"),
         df,
         la or datetime.now(UTC),
@@ -95,7 +120,7 @@ def frame(
 
 
 async def receive(socket) -> dict:
-    return protocol.decode_message(await socket.receive_from(timeout=TIMEOUT))
+    return freqtrade.decode_message(await socket.receive_from(timeout=TIMEOUT))
 
 
 async def request(socket, message: dict) -> None:

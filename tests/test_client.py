@@ -28,7 +28,9 @@ from controlplane.lib.feedclient.client import (
     ProducerClient,
 )
 from controlplane.lib.feedclient.framestore import FrameStore
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import freqtrade
+from controlplane.lib.wire.columns import encode_row_json
+from tests.feeds import json_rows
 
 PAIRS = ("BTC/USDT", "ETH/USDT")
 LA = datetime(2026, 11, 25, 10, 16, tzinfo=UTC)
@@ -63,10 +65,10 @@ def frame_message(
 ) -> str:
     """An analyzed_df frame exactly as a producer sends it
     (controlplane.lib.wire.protocol)."""
-    columns, rows = protocol.encode_rows(df)
-    rows_json = [protocol.encode_row_json(row) for row in rows]
-    document = protocol.split_document(columns, rows_json, first_index)
-    return protocol.analyzed_df_message((pair, timeframe, "spot"), document, LA)
+    columns, rows = json_rows(df)
+    rows_json = [encode_row_json(row) for row in rows]
+    document = freqtrade.split_document(columns, rows_json, first_index)
+    return freqtrade.analyzed_df_message((pair, timeframe, "spot"), document, LA)
 
 
 @dataclass
@@ -136,7 +138,7 @@ class FakeProducer:
 
     async def _answer(self, ws: ServerConnection, link: Link, request: dict) -> None:
         if request["type"] == "whitelist":
-            await ws.send(protocol.whitelist_message(self.whitelist))
+            await ws.send(freqtrade.whitelist_message(self.whitelist))
         elif request["type"] == "analyzed_df":
             data = request.get("data") or {}
             if data.get("pair") is None:
@@ -401,13 +403,13 @@ async def test_it_drops_malformed_messages_without_losing_the_connection(caplog)
 
 async def test_it_decodes_big_frames_off_the_event_loop(monkeypatch):
     threads: list[str] = []
-    decode = protocol.decode_message
+    decode = freqtrade.decode_message
 
     def spy(text: str, **options) -> dict:
         threads.append(threading.current_thread().name)
         return decode(text, **options)
 
-    monkeypatch.setattr(protocol, "decode_message", spy)
+    monkeypatch.setattr(freqtrade, "decode_message", spy)
     monkeypatch.setattr(client_module, "OFFLOAD_BYTES", 64 * 1024)
     async with (
         FakeProducer(rows=500) as fake,

@@ -27,7 +27,7 @@ from websockets.asyncio.client import connect
 from consumers.dataprovider import DataProvider
 from consumers.worker import Fleet, _dump, dump_frames
 from controlplane.lib.feedclient.framestore import FrameStore
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import freqtrade
 from tests.processes import Stack
 
 pytestmark = pytest.mark.timeout(180)
@@ -179,7 +179,9 @@ def hub_frames(stack: Stack, token: str) -> dict[str, pd.DataFrame]:
             await ws.send('{"type":"analyzed_df","data":{"limit":1500,"pair":null}}')
             frames = {}
             for _ in PAIRS:
-                message = protocol.decode_message(await asyncio.wait_for(ws.recv(), 10))
+                message = freqtrade.decode_message(
+                    await asyncio.wait_for(ws.recv(), 10)
+                )
                 frames[message["data"]["key"][0]] = message["data"]["df"]
             return frames
 

@@ -12,7 +12,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 from websockets.asyncio.client import connect
 
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import freqtrade
 from producers.sources import SyntheticSource
 from producers.strategies.sample import SampleStrategy
 from tests.processes import Stack
@@ -71,7 +71,7 @@ async def full_frames(
         await ws.send('{"type":"analyzed_df","data":{"limit":1500,"pair":null}}')
         frames = {}
         for _ in PAIRS:
-            message = protocol.decode_message(await asyncio.wait_for(ws.recv(), 10))
+            message = freqtrade.decode_message(await asyncio.wait_for(ws.recv(), 10))
             frames[message["data"]["key"][0]] = message["data"]["df"]
         # exact: the history just published, before a tick appends to it (the
         # hub keeps up to 1500 rows, so later ticks make it longer).
@@ -90,7 +90,7 @@ async def next_candle(ws, deadline: float) -> tuple[dict, dict]:
         message = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
         if message["type"] == "analyzed_df":
             following = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-            return protocol.decode_message(orjson.dumps(message)), following
+            return freqtrade.decode_message(orjson.dumps(message)), following
     raise AssertionError("no new candle was broadcast")
 
 

@@ -31,7 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from consumers.strategy import ConsumerStrategy
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import freqtrade
 from tests.processes import Stack, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -401,7 +401,7 @@ async def bot_session(stack: Stack) -> tuple[list[str], pd.Timestamp]:
     async with connect(f"{stack.feed_url}?token={token}", max_size=8 << 20) as ws:
         pairs = await whitelist(ws)
         await ws.send('{"type":"analyzed_df","data":{"limit":1500,"pair":"BTC/USDT"}}')
-        frame = protocol.decode_message(await asyncio.wait_for(ws.recv(), 10))
+        frame = freqtrade.decode_message(await asyncio.wait_for(ws.recv(), 10))
     return pairs, frame["data"]["df"]["date"].iloc[0]
 
 

@@ -31,7 +31,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from websockets.asyncio.client import connect
 
 from consumers.strategy import ConsumerStrategy
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import freqtrade
 from tests.processes import ROOT, Stack, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.interop, pytest.mark.timeout(420)]
@@ -232,7 +232,9 @@ def hub_frames(port: int, token: str) -> dict[str, pd.DataFrame]:
             await ws.send('{"type":"analyzed_df","data":{"limit":1500,"pair":null}}')
             frames = {}
             for _ in PAIRS:
-                message = protocol.decode_message(await asyncio.wait_for(ws.recv(), 10))
+                message = freqtrade.decode_message(
+                    await asyncio.wait_for(ws.recv(), 10)
+                )
                 frames[message["data"]["key"][0]] = message["data"]["df"]
             return frames
 

@@ -13,8 +13,9 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 from pandas.testing import assert_frame_equal
 
-from controlplane.lib.wire import protocol
-from producers import snapshots
+from controlplane.lib import wire
+from controlplane.lib.wire import freqtrade
+from controlplane.lib.wire.columns import EPOCH
 from producers.models import FeedToken
 from tests.feeds import (
     analysed_frame,
@@ -32,14 +33,13 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 def count_encodes(monkeypatch) -> list:
     """Record every FreqTrade frame encoding, wherever it is called from."""
     calls: list = []
-    original = protocol.analyzed_df_message
+    original = freqtrade.analyzed_df_message
 
     def counted(*args):
         calls.append(args)
         return original(*args)
 
-    monkeypatch.setattr(protocol, "analyzed_df_message", counted)
-    monkeypatch.setattr(snapshots, "analyzed_df_message", counted)
+    monkeypatch.setattr(freqtrade, "analyzed_df_message", counted)
     return calls
 
 
@@ -179,7 +179,7 @@ async def test_it_answers_an_unknown_pair_with_an_empty_frame(history, feed_toke
     message = await receive(socket)
     assert message["data"]["key"] == ["NOPE/USDT", "5m", "spot"]
     assert message["data"]["df"].empty
-    assert message["data"]["la"] == protocol.EPOCH
+    assert message["data"]["la"] == EPOCH
     await socket.disconnect()
 
 
@@ -351,7 +351,7 @@ async def test_it_closes_a_revoked_token_s_live_connections(feed_token, producer
     plaintext, token = feed_token
     socket, _ = await feed(plaintext)
     await get_channel_layer().group_send(
-        feed_group(producer.name),
+        feed_group(producer.name, wire.FREQTRADE),
         {"type": FEED_REVOKE, "token_ids": [token.pk], "reason": "revoked"},
     )
     output = await socket.receive_output(timeout=2)

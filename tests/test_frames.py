@@ -20,7 +20,9 @@ from controlplane.lib.feedclient.framestore import (
     candle_steps,
     gap_limit,
 )
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import freqtrade
+from controlplane.lib.wire.columns import encode_row_json
+from tests.feeds import json_rows
 
 KEY = ("BTC/USDT", "5m", "spot")
 LA = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -220,9 +222,9 @@ def test_it_refuses_frames_without_datetime_dates():
 
 def wire_rows(frame: pd.DataFrame):
     """``frame`` as the consumer decodes it off FreqTrade's wire: Rows, not a frame."""
-    columns, rows = protocol.encode_rows(frame)
-    encoded = [protocol.encode_row_json(row) for row in rows]
-    return protocol.decode_rows(protocol.split_document(columns, encoded, 0))
+    columns, rows = json_rows(frame)
+    encoded = [encode_row_json(row) for row in rows]
+    return freqtrade.decode_rows(freqtrade.split_document(columns, encoded, 0))
 
 
 def test_it_keeps_appended_candles_as_received_until_the_frame_is_read():

@@ -13,7 +13,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 from websockets.asyncio.client import connect
 
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import freqtrade
 from tests.processes import ROOT, Stack
 
 pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -55,7 +55,7 @@ async def hub_frames(url: str) -> dict[str, pd.DataFrame]:
         await ws.send('{"type":"analyzed_df","data":{"limit":1500,"pair":null}}')
         frames = {}
         for _ in PAIRS:
-            data = protocol.decode_message(await asyncio.wait_for(ws.recv(), 10))[
+            data = freqtrade.decode_message(await asyncio.wait_for(ws.recv(), 10))[
                 "data"
             ]
             frames[data["key"][0]] = data["df"]

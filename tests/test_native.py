@@ -22,14 +22,32 @@ from asgiref.sync import sync_to_async
 from pandas.testing import assert_frame_equal
 from websockets.asyncio.server import ServerConnection, serve
 
+from controlplane.lib import wire
 from controlplane.lib.feedclient.client import ConsumerSettings, Follow, ProducerClient
 from controlplane.lib.feedclient.framestore import FrameStore
-from controlplane.lib.wire import native, protocol
-from controlplane.lib.wire.protocol import ProtocolError
+from controlplane.lib.wire import freqtrade, native
+from controlplane.lib.wire.columns import EPOCH, ProtocolError, encode_row_json
+from controlplane.lib.wire.publish import (
+    PublishFrame,
+    frame_rows,
+    packed_rows,
+    parse_publish,
+    publish_frame,
+    publish_message,
+)
 from controlplane.lib.wire.rows import date_unit
-from producers import snapshots
 from producers.snapshots import MemoryStore, RedisStore
-from tests.feeds import analysed_frame, feed, frame, publish, publisher, request
+from tests.feeds import (
+    analysed_frame,
+    feed,
+    frame,
+    json_rows,
+    native_block,
+    native_reply,
+    publish,
+    publisher,
+    request,
+)
 from tests.test_snapshots import REDIS_TEST_URL, delete_prefix, redis_or_skip
 
 KEY = ("BTC/USDT", "5m", "spot")
@@ -69,23 +87,21 @@ def assert_bit_exact(left: pd.DataFrame, right: pd.DataFrame) -> None:
 
 def freqtrade_text(df: pd.DataFrame, key=KEY) -> str:
     """``df`` as FreqTrade's analyzed_df text frame."""
-    columns, rows = protocol.encode_rows(df)
-    split = protocol.split_document(
-        columns, [protocol.encode_row_json(row) for row in rows], 0
-    )
-    return protocol.analyzed_df_message(key, split, LA)
+    columns, rows = json_rows(df)
+    split = freqtrade.split_document(columns, [encode_row_json(row) for row in rows], 0)
+    return freqtrade.analyzed_df_message(key, split, LA)
 
 
-def published(df: pd.DataFrame, *, full: bool = True) -> protocol.PublishFrame:
+def published(df: pd.DataFrame, *, full: bool = True) -> PublishFrame:
     """A frame as the hub parses it from the producer worker's msgpack publish."""
-    frame = protocol.publish_frame(KEY, df, LA, full=full, new_candle=False)
-    message = protocol.parse_publish(protocol.publish_message(1, [frame]))
+    frame = publish_frame(KEY, df, LA, full=full, new_candle=False)
+    message = parse_publish(publish_message(1, [frame]))
     return message["data"]["frames"][0]
 
 
-async def store_frame(store, frame: protocol.PublishFrame) -> None:
-    rows, dates = protocol.frame_rows(frame)
-    packed = protocol.packed_rows(frame)
+async def store_frame(store, frame: PublishFrame) -> None:
+    rows, dates = frame_rows(frame)
+    packed = packed_rows(frame)
     update = store.replace if frame["full"] else store.upsert
     await update(
         STREAM,
@@ -103,7 +119,7 @@ async def store_frame(store, frame: protocol.PublishFrame) -> None:
 
 def test_it_round_trips_every_dtype_bit_exactly():
     df = exotic_frame()
-    message = native.decode(native.encode_dataframe(KEY, df, LA))
+    message = native.decode(native_reply(KEY, df, LA))
     assert message["type"] == "analyzed_df"
     (decoded,) = message["frames"]
     assert decoded["key"] == list(KEY) and decoded["la"] == LA
@@ -113,9 +129,9 @@ def test_it_round_trips_every_dtype_bit_exactly():
 def test_it_gives_dates_the_dtype_freqtrade_s_decoding_gives():
     """A frame decoded from either protocol can be appended to the other's."""
     df = analysed_frame(rows=3)
-    freqtrade = protocol.decode_message(freqtrade_text(df))["data"]["df"]
-    ours = native.decode(native.encode_dataframe(KEY, df, LA))["frames"][0]["df"]
-    assert ours["date"].dtype == freqtrade["date"].dtype
+    theirs = freqtrade.decode_message(freqtrade_text(df))["data"]["df"]
+    ours = native.decode(native_reply(KEY, df, LA))["frames"][0]["df"]
+    assert ours["date"].dtype == theirs["date"].dtype
 
 
 @pytest.mark.parametrize(
@@ -168,16 +184,10 @@ def test_it_carries_nan_inf_and_dtypes_through_the_publish_message():
     assert frame["rows"][2][1] != frame["rows"][2][1]  # NaN, not None
 
 
-def test_it_still_reads_a_json_publish_from_an_older_worker():
-    frame = protocol.publish_frame(
-        KEY, analysed_frame(rows=2), LA, full=True, new_candle=False
-    )
-    del frame["dtypes"]
-    body = {"type": "publish", "seq": 3, "data": {"whitelist": None, "frames": [frame]}}
-    message = protocol.parse_publish(
-        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-    )
-    assert message["seq"] == 3 and "dtypes" not in message["data"]["frames"][0]
+@pytest.mark.parametrize("text", ['{"type":"publish","seq":3}', b"", None])
+def test_it_tells_an_older_worker_that_publishes_are_msgpack(text):
+    with pytest.raises(ProtocolError, match="publish messages are binary"):
+        parse_publish(text)
 
 
 @pytest.mark.parametrize(
@@ -188,22 +198,22 @@ def test_it_still_reads_a_json_publish_from_an_older_worker():
     ],
 )
 def test_it_refuses_a_publish_with_bad_dtypes(dtypes, error):
-    frame = protocol.publish_frame(
+    frame = publish_frame(
         KEY, analysed_frame(rows=1)[["date", "close"]], LA, full=True, new_candle=False
     )
     frame["dtypes"] = dtypes
     with pytest.raises(ProtocolError, match=error):
-        protocol.parse_publish(protocol.publish_message(1, [frame]))
+        parse_publish(publish_message(1, [frame]))
 
 
 def test_it_refuses_a_publish_value_with_no_json_form():
-    frame = protocol.publish_frame(
+    frame = publish_frame(
         KEY, analysed_frame(rows=1)[["date", "close"]], LA, full=True, new_candle=False
     )
     frame["rows"][0][1] = b"\x00raw"
-    parsed = protocol.parse_publish(protocol.publish_message(1, [frame]))
+    parsed = parse_publish(publish_message(1, [frame]))
     with pytest.raises(ProtocolError, match="holds a value with no JSON form"):
-        protocol.frame_rows(parsed["data"]["frames"][0])
+        frame_rows(parsed["data"]["frames"][0])
 
 
 def test_it_infers_a_dtype_where_stored_rows_no_longer_fit_the_declared_one():
@@ -223,14 +233,14 @@ def test_it_keeps_an_int_too_wide_for_its_dtype_as_an_object():
 
 
 def test_it_splits_a_tick_under_the_size_limit_and_reports_oversize_frames():
-    blocks = [native.dataframe_block(KEY, analysed_frame(rows=1), LA)] * 5
+    blocks = [native_block(KEY, analysed_frame(rows=1), LA)] * 5
     size = len(blocks[0])
     messages, oversize = native.tick_messages(blocks, ["BTC/USDT"], 2 * size + 100)
     assert len(messages) == 3 and oversize == []
     decoded = [native.decode(m) for m in messages]
     assert [len(m["frames"]) for m in decoded] == [2, 2, 1]
     assert [m["whitelist"] for m in decoded] == [["BTC/USDT"], None, None]
-    big = native.dataframe_block(KEY, analysed_frame(rows=500), LA)
+    big = native_block(KEY, analysed_frame(rows=500), LA)
     messages, oversize = native.tick_messages([blocks[0], big], None, size + 100)
     assert oversize == [1] and len(native.decode(messages[0])["frames"]) == 1
 
@@ -241,9 +251,9 @@ def test_it_splits_a_tick_under_the_size_limit_and_reports_oversize_frames():
 async def test_it_serves_exact_native_replies_from_stored_rows(store):
     df = exotic_frame()
     await store_frame(store, published(df))
-    reply = native.decode(await store.native_reply(STREAM, None))
+    reply = native.decode(await store.reply(STREAM, None, wire.NATIVE))
     assert_bit_exact(reply["frames"][0]["df"], df)
-    tail = native.decode(await store.native_reply(STREAM, 2))["frames"][0]
+    tail = native.decode(await store.reply(STREAM, 2, wire.NATIVE))["frames"][0]
     assert list(tail["df"].index) == [3, 4]  # FreqTrade's labels of the tail
     assert_bit_exact(
         tail["df"].reset_index(drop=True), df.tail(2).reset_index(drop=True)
@@ -253,7 +263,7 @@ async def test_it_serves_exact_native_replies_from_stored_rows(store):
 async def test_it_keeps_freqtrade_replies_as_freqtrade_sends_them(store):
     """The same stored rows, on FreqTrade's wire: NaN and +-inf are null."""
     await store_frame(store, published(exotic_frame()))
-    text = await store.analyzed_df_reply(STREAM, None)
+    text = await store.reply(STREAM, None, wire.FREQTRADE)
     split = orjson.loads(orjson.loads(text)["data"]["df"]["__value__"])
     assert [row[1] for row in split["data"]] == [None, None, None, 1e-300, 0.1 + 0.2]
 
@@ -261,13 +271,16 @@ async def test_it_keeps_freqtrade_replies_as_freqtrade_sends_them(store):
 async def test_it_caches_replies_per_format_until_the_key_changes(store):
     df = analysed_frame(rows=8)
     await store_frame(store, published(df))
-    first = await store.native_reply(STREAM, None)
-    assert await store.native_reply(STREAM, None) is first
-    text = await store.analyzed_df_reply(STREAM, None)
-    assert isinstance(text, str) and await store.analyzed_df_reply(STREAM, None) is text
+    first = await store.reply(STREAM, None, wire.NATIVE)
+    assert await store.reply(STREAM, None, wire.NATIVE) is first
+    text = await store.reply(STREAM, None, wire.FREQTRADE)
+    assert (
+        isinstance(text, str)
+        and await store.reply(STREAM, None, wire.FREQTRADE) is text
+    )
     late = analysed_frame(rows=1, start="2026-11-06 05:00", seed=9)
     await store_frame(store, published(late, full=False))
-    fresh = await store.native_reply(STREAM, None)
+    fresh = await store.reply(STREAM, None, wire.NATIVE)
     assert fresh is not first
     assert len(native.decode(fresh)["frames"][0]["df"]) == 9
 
@@ -278,31 +291,33 @@ async def test_it_builds_a_reply_once_for_requests_that_arrive_together(
     """A cold start: many consumers ask at once; each reply is encoded once."""
     await store_frame(store, published(analysed_frame(rows=8)))
     builds = []
-    build = snapshots._native_reply
+    build = store._build_reply
 
     async def counted(*args):
         builds.append(args)
         await asyncio.sleep(0.05)  # others ask while this one is being built
         return await build(*args)
 
-    monkeypatch.setattr(snapshots, "_native_reply", counted)
+    monkeypatch.setattr(store, "_build_reply", counted)
     replies = await asyncio.gather(
-        *(store.native_reply(STREAM, None) for _ in range(20))
+        *(store.reply(STREAM, None, wire.NATIVE) for _ in range(20))
     )
     assert len(builds) == 1
     assert all(reply is replies[0] for reply in replies)
 
 
 async def test_it_answers_an_unknown_stream_with_an_empty_native_frame(store):
-    reply = native.decode(await store.native_reply(("x", "NOPE/USDT", "5m", "spot"), 3))
+    reply = native.decode(
+        await store.reply(("x", "NOPE/USDT", "5m", "spot"), 3, wire.NATIVE)
+    )
     (frame,) = reply["frames"]
-    assert frame["df"].empty and frame["la"] == protocol.EPOCH
+    assert frame["df"].empty and frame["la"] == EPOCH
 
 
 async def test_it_derives_native_rows_for_callers_that_give_only_json(store):
-    rows = [protocol.encode_row_json([0, 1.5]), protocol.encode_row_json([300_000, 2])]
+    rows = [encode_row_json([0, 1.5]), encode_row_json([300_000, 2])]
     await store.replace(STREAM, ["date", "close"], rows, [0, 300_000], LA)
-    df = native.decode(await store.native_reply(STREAM, None))["frames"][0]["df"]
+    df = native.decode(await store.reply(STREAM, None, wire.NATIVE))["frames"][0]["df"]
     assert df["close"].tolist() == [1.5, 2.0] and df["close"].dtype == np.float64
 
 
@@ -426,7 +441,7 @@ async def test_it_encodes_a_native_tick_once_for_every_native_socket(
     original = native.frame_block
 
     def counted(*args, **kwargs):
-        calls.append(args[0])
+        calls.append(list(args[0]))
         return original(*args, **kwargs)
 
     monkeypatch.setattr(native, "frame_block", counted)
@@ -531,12 +546,12 @@ class FakeHub:
 
     async def _answer(self, ws: ServerConnection, request: dict) -> None:
         if request["type"] == "whitelist":
-            await ws.send(protocol.whitelist_message(list(self.frames)))
+            await ws.send(freqtrade.whitelist_message(list(self.frames)))
         elif request["type"] == "analyzed_df" and not request["data"]["pair"]:
             for pair, df in self.frames.items():
                 key = (pair, "5m", "spot")
                 if ws.subprotocol == native.SUBPROTOCOL:
-                    await ws.send(native.encode_dataframe(key, df, LA))
+                    await ws.send(native_reply(key, df, LA))
                 else:
                     await ws.send(freqtrade_text(df, key))
 
@@ -600,7 +615,7 @@ async def test_it_stores_every_pair_of_a_native_tick(caplog):
     ):
         await eventually(lambda: len(stored) == 2)
         blocks = [
-            native.dataframe_block(
+            native_block(
                 (pair, "5m", "spot"),
                 df.head(1).assign(date=df["date"].iloc[-1] + pd.Timedelta("5min")),
                 LA,
@@ -623,7 +638,7 @@ async def test_it_asks_for_the_history_after_a_gap_in_native_ticks():
         await eventually(lambda: held(client, "ETH/USDT") is not None)
         df = frames["ETH/USDT"]
         later = df.tail(1).assign(date=df["date"].iloc[-1] + pd.Timedelta("20min"))
-        block = native.dataframe_block(("ETH/USDT", "5m", "spot"), later, LA)
+        block = native_block(("ETH/USDT", "5m", "spot"), later, LA)
         await hub.sockets[-1].send(native.message("tick", [block]))
         gap = {"type": "analyzed_df", "data": {"limit": 5, "pair": "ETH/USDT"}}
         await eventually(lambda: gap in hub.requests)

@@ -11,20 +11,22 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from io import StringIO
 
+import msgpack
 import numpy as np
 import orjson
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from controlplane.lib.wire import protocol
-from controlplane.lib.wire.protocol import (
-    EMPTY_SPLIT,
+from controlplane.lib.wire import freqtrade, publish
+from controlplane.lib.wire.columns import (
     EPOCH,
-    MESSAGE_TYPES,
     ProtocolError,
-    Request,
+    encode_row_json,
+    format_datetime,
 )
+from controlplane.lib.wire.freqtrade import EMPTY_SPLIT, MESSAGE_TYPES, Request
+from tests.feeds import json_rows
 
 KEY = ("BTC/USDT", "5m", "spot")
 LA = datetime(2026, 11, 25, 10, 16, 1, 715292, tzinfo=UTC)
@@ -52,12 +54,12 @@ def make_frame(rows: int = 6) -> pd.DataFrame:
     )
 
 
-def wire(df: pd.DataFrame, first_index: int = 0, la: datetime = LA) -> str:
-    columns, rows = protocol.encode_rows(df)
-    doc = protocol.split_document(
-        columns, [protocol.encode_row_json(r) for r in rows], first_index
+def feed_text(df: pd.DataFrame, first_index: int = 0, la: datetime = LA) -> str:
+    columns, rows = json_rows(df)
+    doc = freqtrade.split_document(
+        columns, [encode_row_json(r) for r in rows], first_index
     )
-    return protocol.analyzed_df_message(KEY, doc, la)
+    return freqtrade.analyzed_df_message(KEY, doc, la)
 
 
 def split_value(text: str) -> str:
@@ -69,7 +71,7 @@ def split_value(text: str) -> str:
 
 def test_it_round_trips_a_strategy_frame_exactly():
     df = make_frame()
-    data = protocol.decode_message(wire(df))["data"]
+    data = freqtrade.decode_message(feed_text(df))["data"]
     assert data["key"] == list(KEY)
     assert data["la"] == LA
     assert_frame_equal(data["df"], df, check_exact=True)
@@ -80,15 +82,15 @@ def test_it_sends_inf_as_null_which_comes_back_as_nan():
     """Lossy like FreqTrade's format: JSON has no infinity."""
     df = make_frame(3)
     df["rsi"] = [np.inf, -np.inf, 1.5]
-    assert "[1795601700000,35355.9678394565,1e-11,null," in split_value(wire(df))
-    decoded = protocol.decode_message(wire(df))["data"]["df"]
+    assert "[1795601700000,35355.9678394565,1e-11,null," in split_value(feed_text(df))
+    decoded = freqtrade.decode_message(feed_text(df))["data"]["df"]
     assert decoded["rsi"].isna().tolist() == [True, True, False]
 
 
 def test_it_is_read_by_freqtrades_own_decoding():
     """What a real FreqTrade consumer runs on our __value__ gives the same values."""
     df = make_frame(120)
-    value = split_value(wire(df, first_index=1380))
+    value = split_value(feed_text(df, first_index=1380))
     theirs = pd.read_json(StringIO(value), orient="split")
     theirs["date"] = pd.to_datetime(theirs["date"], unit="ms", utc=True)
     assert theirs.index.tolist() == list(range(1380, 1500))
@@ -101,15 +103,15 @@ def test_it_is_read_by_freqtrades_own_decoding():
 
 def test_it_turns_whole_number_floats_to_int_only_on_freqtrades_path():
     df = pd.DataFrame({"date": make_frame(2)["date"], "volume": [100.0, 200.0]})
-    value = split_value(wire(df))
+    value = split_value(feed_text(df))
     assert pd.read_json(StringIO(value), orient="split")["volume"].dtype == "int64"
-    assert protocol.decode_dataframe(value)["volume"].dtype == "float64"
+    assert freqtrade.decode_rows(value).frame()["volume"].dtype == "float64"
 
 
 def test_it_does_not_modify_the_frame_it_encodes():
     df = make_frame()
     before = df.copy()
-    protocol.encode_rows(df)
+    json_rows(df)
     assert_frame_equal(df, before, check_exact=True)
 
 
@@ -124,7 +126,7 @@ def test_it_encodes_every_datetime_column_as_utc_milliseconds():
             "close_time": pd.to_timedelta(["1.5s", None]),
         }
     )
-    assert protocol.encode_rows(df)[1] == [
+    assert json_rows(df)[1] == [
         [1767225600001, 1767225600001, -1, 1500],  # sub-ms floored, like // 1e6
         [None, None, None, None],
     ]
@@ -144,7 +146,7 @@ def test_it_encodes_numpy_and_extension_values_as_plain_python():
             "u8": np.array([1, 2], dtype=np.uint8),
         }
     )
-    columns, rows = protocol.encode_rows(df)
+    columns, rows = json_rows(df)
     assert rows == [
         [1, True, "a", None, 1767225600000, 1],
         [None, None, None, 7, None, 2],
@@ -156,20 +158,20 @@ def test_it_encodes_numpy_and_extension_values_as_plain_python():
 def test_it_refuses_values_that_have_no_json_form():
     df = pd.DataFrame({"price": pd.Series([Decimal("1.5")], dtype=object)})
     with pytest.raises(ValueError, match="column 'price' holds a Decimal"):
-        protocol.encode_rows(df)
+        json_rows(df)
 
 
 def test_it_builds_the_split_document_from_row_bytes():
     rows = [b"[1,2.5]", b'[2,"x"]']
-    doc = protocol.split_document(["date", "v"], rows, 1498)
+    doc = freqtrade.split_document(["date", "v"], rows, 1498)
     assert (
         doc == b'{"columns":["date","v"],"index":[1498,1499],"data":[[1,2.5],[2,"x"]]}'
     )
-    assert protocol.split_document([], [], 0) == EMPTY_SPLIT
+    assert freqtrade.split_document([], [], 0) == EMPTY_SPLIT
 
 
 def test_it_writes_freqtrades_analyzed_df_frame():
-    text = protocol.analyzed_df_message(
+    text = freqtrade.analyzed_df_message(
         KEY, b'{"columns":["date"],"index":[7],"data":[[1]]}', LA
     )
     assert text == (
@@ -181,32 +183,34 @@ def test_it_writes_freqtrades_analyzed_df_frame():
 
 
 def test_it_answers_an_unknown_pair_like_freqtrade():
-    text = protocol.analyzed_df_message(("NOPE/USDT", "5m", "spot"), EMPTY_SPLIT, EPOCH)
+    text = freqtrade.analyzed_df_message(
+        ("NOPE/USDT", "5m", "spot"), EMPTY_SPLIT, EPOCH
+    )
     assert text == (
         '{"type":"analyzed_df","data":{"key":["NOPE/USDT","5m","spot"],"df":{"__type__"'
         ':"dataframe","__value__":"{\\"columns\\":[],\\"index\\":[],\\"data\\":[]}"},'
         '"la":"1970-01-01T00:00:00+00:00"}}'
     )
-    decoded = protocol.decode_message(text)["data"]
+    decoded = freqtrade.decode_message(text)["data"]
     assert decoded["df"].empty and decoded["la"] == EPOCH
 
 
 def test_it_writes_la_in_utc_with_an_offset():
     naive = datetime(2026, 1, 1, 12, 0, 0, 5)
     berlin = datetime(2026, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
-    assert protocol.format_datetime(naive) == "2026-01-01T12:00:00.000005+00:00"
-    assert protocol.format_datetime(berlin) == "2026-01-01T12:00:00+00:00"
-    assert protocol.format_datetime(pd.Timestamp(berlin)) == "2026-01-01T12:00:00+00:00"
+    assert format_datetime(naive) == "2026-01-01T12:00:00.000005+00:00"
+    assert format_datetime(berlin) == "2026-01-01T12:00:00+00:00"
+    assert format_datetime(pd.Timestamp(berlin)) == "2026-01-01T12:00:00+00:00"
 
 
 def test_it_writes_the_small_server_messages():
-    assert protocol.whitelist_message(["BTC/USDT", "ETH/USDT"]) == (
+    assert freqtrade.whitelist_message(["BTC/USDT", "ETH/USDT"]) == (
         '{"type":"whitelist","data":["BTC/USDT","ETH/USDT"]}'
     )
-    assert protocol.new_candle_message(KEY) == (
+    assert freqtrade.new_candle_message(KEY) == (
         '{"type":"new_candle","data":["BTC/USDT","5m","spot"]}'
     )
-    assert protocol.exception_message("Invalid request type: x") == (
+    assert freqtrade.exception_message("Invalid request type: x") == (
         '{"type":"exception","data":"Invalid request type: x"}'
     )
 
@@ -223,7 +227,7 @@ def test_it_decodes_freqtrades_own_broadcast():
         '35355.9678394565,40.7515069966,\\"\\",null]]}"},'
         '"la":"2026-11-25T10:16:03.725171+00:00"}}'
     )
-    data = protocol.decode_message(text)["data"]
+    data = freqtrade.decode_message(text)["data"]
     df = data["df"]
     assert df.index.tolist() == [1499]
     assert df["date"].iloc[0] == pd.Timestamp("2026-11-25 10:15:00", tz="UTC")
@@ -245,7 +249,7 @@ def test_it_picks_dtypes_from_the_json_values_not_the_names():
             ],
         }
     )
-    df = protocol.decode_dataframe(value)
+    df = freqtrade.decode_rows(value).frame()
     assert df.dtypes.astype(str).tolist() == [
         "int64",
         "int64",
@@ -259,7 +263,7 @@ def test_it_picks_dtypes_from_the_json_values_not_the_names():
 
 
 def test_it_decodes_an_empty_split_document_to_an_empty_frame():
-    assert protocol.decode_dataframe(EMPTY_SPLIT).shape == (0, 0)
+    assert freqtrade.decode_rows(EMPTY_SPLIT).frame().shape == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -298,7 +302,7 @@ def test_it_decodes_an_empty_split_document_to_an_empty_frame():
 )
 def test_it_refuses_malformed_server_messages(text, complaint):
     with pytest.raises(ProtocolError, match=complaint):
-        protocol.decode_message(text)
+        freqtrade.decode_message(text)
 
 
 ### Feed requests
@@ -343,7 +347,7 @@ def test_it_refuses_malformed_server_messages(text, complaint):
     ],
 )
 def test_it_reads_requests_as_freqtrade_does(text, request_):
-    assert protocol.parse_request(text) == request_
+    assert freqtrade.parse_request(text) == request_
 
 
 @pytest.mark.parametrize(
@@ -372,12 +376,12 @@ def test_it_reads_requests_as_freqtrade_does(text, request_):
 )
 def test_it_explains_what_is_wrong_with_a_request(text, message):
     with pytest.raises(ProtocolError, match=message):
-        protocol.parse_request(text)
+        freqtrade.parse_request(text)
 
 
 def test_it_refuses_a_nan_limit():
     with pytest.raises(ProtocolError, match="limit must be a number"):
-        protocol._limit(float("nan"))
+        freqtrade._limit(float("nan"))
 
 
 def test_it_lists_freqtrades_17_message_types():
@@ -392,6 +396,7 @@ def make_publish(**changes) -> dict:
     frame = {
         "key": ["BTC/USDT", "5m", "spot"],
         "columns": ["date", "close"],
+        "dtypes": ["M8", "<f8"],
         "rows": [[1000, 1.5], [2000, None]],
         "la": "2026-11-25T10:16:01+00:00",
         "full": True,
@@ -403,9 +408,9 @@ def make_publish(**changes) -> dict:
 
 def test_it_round_trips_a_publish_message():
     df = make_frame(4)
-    frame = protocol.publish_frame(KEY, df, LA, full=False, new_candle=True)
-    text = protocol.publish_message(7, [frame], whitelist=["BTC/USDT"])
-    message = protocol.parse_publish(text)
+    frame = publish.publish_frame(KEY, df, LA, full=False, new_candle=True)
+    text = publish.publish_message(7, [frame], whitelist=["BTC/USDT"])
+    message = publish.parse_publish(text)
     assert message["seq"] == 7
     assert message["data"]["whitelist"] == ["BTC/USDT"]
     parsed = message["data"]["frames"][0]
@@ -414,16 +419,16 @@ def test_it_round_trips_a_publish_message():
         True,
         "2026-11-25T10:16:01.715292+00:00",
     )
-    rows, dates = protocol.frame_rows(parsed)
+    rows, dates = publish.frame_rows(parsed)
     assert dates == [1795601700000 + 300_000 * i for i in range(4)]
-    doc = protocol.split_document(parsed["columns"], rows, 0)
-    decoded = protocol.decode_dataframe(doc)
+    doc = freqtrade.split_document(parsed["columns"], rows, 0)
+    decoded = freqtrade.decode_rows(doc).frame()
     assert_frame_equal(decoded, df, check_exact=True)
 
 
 def test_it_accepts_a_publish_with_only_a_whitelist():
-    text = orjson.dumps({"type": "publish", "seq": 0, "data": {"whitelist": ["A/B"]}})
-    message = protocol.parse_publish(text)
+    text = msgpack.packb({"type": "publish", "seq": 0, "data": {"whitelist": ["A/B"]}})
+    message = publish.parse_publish(text)
     assert message["data"] == {"whitelist": ["A/B"], "frames": []}
 
 
@@ -447,7 +452,7 @@ def test_it_accepts_a_publish_with_only_a_whitelist():
 )
 def test_it_explains_what_is_wrong_with_a_frame(changes, message):
     with pytest.raises(ProtocolError, match=message):
-        protocol.parse_publish(orjson.dumps(make_publish(**changes)))
+        publish.parse_publish(msgpack.packb(make_publish(**changes)))
 
 
 @pytest.mark.parametrize(
@@ -466,23 +471,23 @@ def test_it_explains_what_is_wrong_with_a_frame(changes, message):
 )
 def test_it_refuses_a_malformed_publish_envelope(message, complaint):
     with pytest.raises(ProtocolError, match=complaint):
-        protocol.parse_publish(orjson.dumps(message))
+        publish.parse_publish(msgpack.packb(message))
 
 
 def test_it_writes_and_reads_the_hubs_replies():
-    assert protocol.ack_message(3) == '{"type":"ack","seq":3}'
-    error = protocol.error_message(None, "bad frame")
+    assert publish.ack_message(3) == '{"type":"ack","seq":3}'
+    error = publish.error_message(None, "bad frame")
     assert error == '{"type":"error","seq":null,"data":"bad frame"}'
-    assert protocol.parse_hub_reply(protocol.ack_message(3)) == {
+    assert publish.parse_hub_reply(publish.ack_message(3)) == {
         "type": "ack",
         "seq": 3,
     }
-    assert protocol.parse_hub_reply(error)["data"] == "bad frame"
+    assert publish.parse_hub_reply(error)["data"] == "bad frame"
     with pytest.raises(ProtocolError, match="expected an ack or an error"):
-        protocol.parse_hub_reply('{"type":"ack"}')
+        publish.parse_hub_reply('{"type":"ack"}')
 
 
 def test_it_encodes_missing_values_of_object_columns_as_null():
     column = [np.timedelta64("NaT"), np.datetime64("NaT"), pd.NA, None, float("nan")]
     df = pd.DataFrame({"o": pd.Series(column, dtype=object)})
-    assert protocol.encode_rows(df)[1] == [[None]] * 5
+    assert json_rows(df)[1] == [[None]] * 5

@@ -24,7 +24,8 @@ from pandas.testing import assert_frame_equal
 from websockets.asyncio.server import serve
 
 from controlplane.lib import counters
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import freqtrade, publish
+from controlplane.lib.wire.columns import encode_row_json
 from controlplane.overview import build_status_snapshot
 from producers import relay
 from producers.models import Producer
@@ -362,12 +363,12 @@ class FakeHub:
 
     async def handler(self, ws) -> None:
         async for text in ws:
-            message = protocol.parse_publish(text)
+            message = publish.parse_publish(text)
             self.received.append(time.monotonic())
             self.messages.append(message)
-            await ws.send(protocol.ack_message(message["seq"]))
+            await ws.send(publish.ack_message(message["seq"]))
 
-    def frames(self) -> list[protocol.PublishFrame]:
+    def frames(self) -> list[publish.PublishFrame]:
         return [f for m in self.messages for f in m["data"]["frames"]]
 
     def whitelists(self) -> list[list[str]]:
@@ -435,11 +436,11 @@ async def running(hub: FakeHub, document: dict):
     return stop, task
 
 
-def decoded(frame: protocol.PublishFrame) -> pd.DataFrame:
+def decoded(frame: publish.PublishFrame) -> pd.DataFrame:
     """A publish frame as the hub serves it to a candlecast consumer."""
-    rows = [protocol.encode_row_json(row) for row in frame["rows"]]
-    split = protocol.split_document(frame["columns"], rows, 0)
-    return protocol.decode_dataframe(split)
+    rows = [encode_row_json(row) for row in frame["rows"]]
+    split = freqtrade.split_document(frame["columns"], rows, 0)
+    return freqtrade.decode_rows(split).frame()
 
 
 async def test_it_publishes_the_history_then_one_message_per_candle(servers):
@@ -478,8 +479,8 @@ async def test_it_passes_columns_values_and_dtypes_through(servers):
     ours = decoded(frame)
     assert list(ours.columns) == list(original.columns)
     assert_frame_equal(ours, original, check_exact=False, rtol=0, atol=1e-10)
-    rows = [protocol.encode_row_json(row) for row in frame["rows"]]
-    via_hub = protocol.split_document(frame["columns"], rows, 0).decode()
+    rows = [encode_row_json(row) for row in frame["rows"]]
+    via_hub = freqtrade.split_document(frame["columns"], rows, 0).decode()
     freqtrade_view = pd.read_json(io.StringIO(via_hub), orient="split")
     direct = pd.read_json(io.StringIO(freqtrade_json(original)), orient="split")
     assert dict(freqtrade_view.dtypes) == dict(direct.dtypes)

@@ -15,8 +15,10 @@ import orjson
 import pytest
 import redis
 
-from controlplane.lib.wire import protocol
-from controlplane.lib.wire.protocol import EMPTY_SPLIT, EPOCH, ProtocolError
+from controlplane.lib import wire
+from controlplane.lib.wire import freqtrade
+from controlplane.lib.wire.columns import EPOCH, ProtocolError, encode_row_json
+from controlplane.lib.wire.freqtrade import EMPTY_SPLIT
 from producers.snapshots import (
     REPLY_CACHE_LIMITS,
     ColumnsChanged,
@@ -37,7 +39,7 @@ LA = datetime(2026, 11, 25, 10, 16, 1, 715292, tzinfo=UTC)
 
 def make_rows(*dates: int, close: float = 1.5) -> tuple[list[bytes], list[int]]:
     """Rows [date, close] as the hub stores them, with their dates."""
-    return [protocol.encode_row_json([d, close + d / STEP]) for d in dates], list(dates)
+    return [encode_row_json([d, close + d / STEP]) for d in dates], list(dates)
 
 
 def candles(first: int, count: int) -> list[int]:
@@ -204,8 +206,8 @@ async def test_it_says_whether_the_whitelist_changed(store):
 
 
 async def test_it_answers_an_unknown_stream_like_freqtrade(store):
-    text = await store.analyzed_df_reply(("binance", "NOPE/USDT", "5m", "spot"), 3)
-    assert text == protocol.analyzed_df_message(
+    text = await store.reply(("binance", "NOPE/USDT", "5m", "spot"), 3, wire.FREQTRADE)
+    assert text == freqtrade.analyzed_df_message(
         ("NOPE/USDT", "5m", "spot"), EMPTY_SPLIT, EPOCH
     )
 
@@ -213,7 +215,7 @@ async def test_it_answers_an_unknown_stream_like_freqtrade(store):
 async def test_it_replies_with_the_tail_as_freqtrade_frames(store):
     rows, dates = make_rows(*candles(0, 10))
     await store.replace(KEY, COLUMNS, rows, dates, LA)
-    data = protocol.decode_message(await store.analyzed_df_reply(KEY, 3))["data"]
+    data = freqtrade.decode_message(await store.reply(KEY, 3, wire.FREQTRADE))["data"]
     assert data["key"] == list(KEY[1:]) and data["la"] == LA
     assert data["df"].index.tolist() == [7, 8, 9]
     assert data["df"]["close"].tolist() == [orjson.loads(r)[1] for r in rows[-3:]]
@@ -221,23 +223,23 @@ async def test_it_replies_with_the_tail_as_freqtrade_frames(store):
 
 async def test_it_encodes_a_reply_once_per_version(store):
     await store.replace(KEY, COLUMNS, *make_rows(*candles(0, 5)), LA)
-    first = await store.analyzed_df_reply(KEY, None)
-    assert await store.analyzed_df_reply(KEY, None) is first
+    first = await store.reply(KEY, None, wire.FREQTRADE)
+    assert await store.reply(KEY, None, wire.FREQTRADE) is first
     await store.upsert(KEY, COLUMNS, *make_rows(5 * STEP), LA)
-    fresh = await store.analyzed_df_reply(KEY, None)
+    fresh = await store.reply(KEY, None, wire.FREQTRADE)
     assert fresh is not first
-    assert protocol.decode_message(fresh)["data"]["df"].shape == (6, 2)
+    assert freqtrade.decode_message(fresh)["data"]["df"].shape == (6, 2)
 
 
 async def test_it_bounds_the_reply_cache(store):
     await store.replace(KEY, COLUMNS, *make_rows(*candles(0, 10)), LA)
     for limit in range(1, 40):
-        await store.analyzed_df_reply(KEY, limit)
+        await store.reply(KEY, limit, wire.FREQTRADE)
     assert len(store._replies[KEY].texts) == REPLY_CACHE_LIMITS
     await store.upsert(KEY, COLUMNS, *make_rows(10 * STEP), LA)
-    await store.analyzed_df_reply(KEY, 2)
+    await store.reply(KEY, 2, wire.FREQTRADE)
     assert list(store._replies[KEY].texts) == [(2, "freqtrade")]  # older dropped
-    await store.analyzed_df_reply(("x", "NOPE/USDT", "5m", "spot"), 2)
+    await store.reply(("x", "NOPE/USDT", "5m", "spot"), 2, wire.FREQTRADE)
     assert ("x", "NOPE/USDT", "5m", "spot") not in store._replies
 
 
@@ -249,11 +251,11 @@ async def test_it_shares_snapshots_between_hub_processes(redis_prefix):
     hub_a = RedisStore(REDIS_TEST_URL, prefix=redis_prefix, max_rows=10)
     hub_b = RedisStore(REDIS_TEST_URL, prefix=redis_prefix, max_rows=10)
     await hub_a.replace(KEY, COLUMNS, *make_rows(*candles(0, 3)), LA)
-    before = await hub_b.analyzed_df_reply(KEY, None)
+    before = await hub_b.reply(KEY, None, wire.FREQTRADE)
     await hub_a.upsert(KEY, COLUMNS, *make_rows(3 * STEP), LA)
-    after = await hub_b.analyzed_df_reply(KEY, None)
-    assert protocol.decode_message(before)["data"]["df"].shape == (3, 2)
-    assert protocol.decode_message(after)["data"]["df"].shape == (4, 2)
+    after = await hub_b.reply(KEY, None, wire.FREQTRADE)
+    assert freqtrade.decode_message(before)["data"]["df"].shape == (3, 2)
+    assert freqtrade.decode_message(after)["data"]["df"].shape == (4, 2)
     assert await hub_b.set_whitelist("binance", ["A/B"]) is True
     assert await hub_a.set_whitelist("binance", ["A/B"]) is False
     await hub_a.aclose()
@@ -264,10 +266,10 @@ async def test_it_never_serves_a_reply_cached_before_a_flush(redis_prefix):
     """Versions restart after a flush; the stream's generation tells them apart."""
     store = RedisStore(REDIS_TEST_URL, prefix=redis_prefix, max_rows=10)
     await store.replace(KEY, COLUMNS, *make_rows(0), LA)
-    old = await store.analyzed_df_reply(KEY, None)
+    old = await store.reply(KEY, None, wire.FREQTRADE)
     delete_prefix(redis_prefix)
     await store.replace(KEY, COLUMNS, *make_rows(STEP), LA)  # version 1 again
-    new = await store.analyzed_df_reply(KEY, None)
+    new = await store.reply(KEY, None, wire.FREQTRADE)
     assert new != old and "300000" in new
     await store.aclose()
 
@@ -300,7 +302,7 @@ async def test_it_says_how_to_fix_an_unreachable_redis():
     with pytest.raises(SnapshotStoreUnavailable):
         await store.replace(KEY, COLUMNS, *make_rows(0), LA)
     with pytest.raises(SnapshotStoreUnavailable):
-        await store.analyzed_df_reply(KEY, 3)
+        await store.reply(KEY, 3, wire.FREQTRADE)
 
 
 def test_it_hides_passwords_in_urls():

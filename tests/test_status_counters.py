@@ -9,7 +9,7 @@ import time
 import pytest
 from channels.layers import get_channel_layer
 
-from controlplane.lib import counterdocs, counters
+from controlplane.lib import counterdocs, counters, wire
 from producers.groups import feed_group
 from tests.feeds import analysed_frame, feed, frame, publish, publisher
 from tests.statuskit import fresh_counters
@@ -219,7 +219,7 @@ async def test_the_publish_socket_records_the_worker_and_its_candles(
 async def test_the_publish_socket_numbers_its_broadcasts(producer, producer_key):
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    await layer.group_add(feed_group(producer.name), channel)
+    await layer.group_add(feed_group(producer.name, wire.FREQTRADE), channel)
     socket, _ = await publisher(producer_key)
     df = analysed_frame(rows=3)
     for seq in (1, 2):

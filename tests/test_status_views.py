@@ -13,7 +13,7 @@ from django.test import Client
 from consumers.models import Consumer, Follow
 from controlplane import metrics
 from controlplane.lib import counters
-from controlplane.lib.wire import protocol
+from controlplane.lib.wire import publish
 from producers.snapshots import get_store
 from tests.feeds import analysed_frame, frame
 from tests.statuskit import REPORT, forget_reports, fresh_counters, make_user
@@ -52,7 +52,7 @@ def charlie_user(db) -> Client:
 
 def store(producer, pair: str = "BTC/USDT", rows: int = 50) -> None:
     published = frame(pair, analysed_frame(rows=rows), full=True)
-    data, dates = protocol.frame_rows(published)
+    data, dates = publish.frame_rows(published)
     key = (producer.name, pair, "5m", "spot")
     la = datetime(2026, 11, 1, tzinfo=UTC)
     async_to_sync(get_store().replace)(key, published["columns"], data, dates, la)

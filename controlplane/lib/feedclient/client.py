@@ -40,12 +40,12 @@ from controlplane.lib.feedclient.framestore import (
     Stored,
 )
 from controlplane.lib.hubclient import wait_or_stop
-from controlplane.lib.wire import native, protocol
+from controlplane.lib.wire import freqtrade, native
 
 logger = logging.getLogger(__name__)
 
 FEED_PATH = "/api/v1/message/ws"
-MAX_ROWS = protocol.MAX_LIMIT
+MAX_ROWS = freqtrade.MAX_LIMIT
 # Frames above this are decoded (and stored) in a thread: a 400-column frame takes
 # ~100 ms to decode, which would stall every other producer on the loop.
 OFFLOAD_BYTES = 256 * 1024
@@ -521,7 +521,7 @@ class ProducerClient:
             return
         offload = len(text) > OFFLOAD_BYTES
         try:
-            message = await _decoded(protocol.decode_message, text, offload)
+            message = await _decoded(freqtrade.decode_message, text, offload)
         except (ValueError, TypeError, OverflowError) as exc:  # ProtocolError, pandas
             self._drop(
                 "malformed",
@@ -531,7 +531,7 @@ class ProducerClient:
             )
             return
         kind, data = message["type"], message.get("data")
-        if kind not in protocol.MESSAGE_TYPES:
+        if kind not in freqtrade.MESSAGE_TYPES:
             self._drop(
                 "invalid-type",
                 f"dropped a message of unknown type {kind!r}; "
@@ -582,7 +582,7 @@ class ProducerClient:
             await self._frame(frame, offload)
 
     async def _frame(
-        self, data: protocol.DecodedAnalyzedDf | native.DecodedFrame, offload: bool
+        self, data: freqtrade.DecodedAnalyzedDf | native.DecodedFrame, offload: bool
     ) -> None:
         key = tuple(data["key"])
         pair = key[0]

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import msgpack
 import numpy as np
 
-from controlplane.lib.wire.protocol import (
+from controlplane.lib.wire.columns import (
     DATETIME,
+    EPOCH,
     OBJECT,
     STRING,
     TIMEDELTA,
+    Key,
     ProtocolError,
-    column_values,
-    dtype_code,
     format_datetime,
     is_dtype_code,
     parse_datetime,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from controlplane.lib.wire.rows import Rows
+    from controlplane.lib.wire.shapes import Broadcast, Snapshot, Tick
 
 SUBPROTOCOL = "candlecast.v1"
 
@@ -210,37 +211,47 @@ def tick_messages(
     return messages, oversize
 
 
-def encode_dataframe(
-    key: Sequence[str], df: pd.DataFrame, la: datetime, first: int = 0
-) -> bytes:
-    """A whole DataFrame as one ``analyzed_df`` message, straight from its columns.
-
-    For benchmarks and tests: the hub builds messages from stored rows instead.
-    """
-    return message("analyzed_df", [dataframe_block(key, df, la, first)])
-
-
-def dataframe_block(
-    key: Sequence[str],
-    df: pd.DataFrame,
-    la: datetime,
-    first: int = 0,
-    *,
-    new_candle: bool = False,
-) -> bytes:
-    """A DataFrame as one packed frame, straight from its columns' buffers."""
-    columns = [_series_column(str(name), s) for name, s in df.items()]
-    return frame_block(key, columns, len(df), first, la, new_candle=new_candle)
+def snapshot_columns(snapshot: Snapshot) -> list[list[Any]]:
+    """A snapshot's stored msgpack rows as native wire columns."""
+    packed = snapshot.packed
+    rows = (
+        msgpack.unpackb(array_header(len(packed)) + b"".join(packed), raw=False)
+        if packed
+        else []
+    )
+    return columns_from_rows(snapshot.columns, snapshot.dtypes, rows)
 
 
-def _series_column(name: str, series: pd.Series) -> list[Any]:
-    code = dtype_code(series.dtype)
-    if code in (DATETIME, TIMEDELTA):
-        values = series.to_numpy(dtype=f"{code}[ms]")  # NaT is int64 min
-        return [name, code, values.view("<i8").tobytes()]
-    if code in (STRING, OBJECT):
-        return [name, code, column_values(series, code, name)]
-    return [name, code, np.ascontiguousarray(series.to_numpy(), dtype=code).tobytes()]
+def reply(key: Key, snapshot: Snapshot | None) -> bytes:
+    """The analyzed_df reply of a stream's rows (an empty frame, la = EPOCH, for a
+    stream the hub does not have). Exact values and dtypes."""
+    if snapshot is None:
+        return message("analyzed_df", [frame_block(key, [], 0, 0, EPOCH)])
+    columns = snapshot_columns(snapshot)
+    block = frame_block(
+        key, columns, len(snapshot.rows), snapshot.first_index, snapshot.la
+    )
+    return message("analyzed_df", [block])
+
+
+def tick(update: Tick, size_limit: int) -> tuple[list[Broadcast], list[str]]:
+    """A tick as few binary messages as fit ``size_limit``: usually one, carrying
+    every pair's new rows. Returns the messages and the pairs too big to send."""
+    blocks = [
+        frame_block(
+            frame.key,
+            snapshot_columns(frame.rows),
+            len(frame.rows.rows),
+            frame.rows.first_index,
+            frame.rows.la,
+            new_candle=frame.new_candle,
+        )
+        for frame in update.frames
+    ]
+    packed, oversize = tick_messages(blocks, update.whitelist, size_limit)
+    topics = update.topics
+    left_out = [update.frames[number].key[0] for number in oversize]
+    return [(topics, data) for data in packed], left_out
 
 
 ### Decoding (consumer side)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.internals import create_dataframe_from_blocks
 
-from controlplane.lib.wire.protocol import DATETIME, STRING
+from controlplane.lib.wire.columns import DATETIME, STRING
 
 
 class Rows:
