@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.client import process_exception as websockets_process_exception
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from controlplane.lib.backoff import Backoff
 from controlplane.lib.hubclient import FatalError, call_api, until_reached, wait_or_stop
 from controlplane.lib.wire import publish
 from controlplane.lib.wire.columns import Key, ProtocolError
@@ -350,7 +350,7 @@ async def hub_connections(
         )
     )
     loop = asyncio.get_running_loop()
-    short_lived = 0
+    backoff = Backoff(config.backoff_initial, config.backoff_max)
     while not stop.is_set():
         attempt = asyncio.ensure_future(anext(attempts))
         stopped = asyncio.ensure_future(stop.wait())
@@ -369,11 +369,9 @@ async def hub_connections(
         # history again every second: back off after short-lived connections too.
         lived = loop.time() - opened
         if lived >= STABLE_SECONDS:
-            short_lived = 0
+            backoff.reset()
             continue
-        short_lived += 1
-        delay = min(config.backoff_max, config.backoff_initial * 2 ** (short_lived - 1))
-        delay *= random.uniform(0.5, 1.0)
+        delay = backoff.next()
         logger.warning(
             "the hub dropped the connection after %.1f s; reconnecting in %.1f s",
             lived,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
+
+from controlplane.lib.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +82,15 @@ async def until_reached(
     backoff_max: float,
 ) -> T | None:
     """``fetch()`` in a thread until it does not raise OSError; None when stopped."""
-    delay = backoff_initial
+    backoff = Backoff(backoff_initial, backoff_max)
     while not stop.is_set():
         try:
             return await asyncio.to_thread(fetch)
         except OSError as exc:
+            delay = backoff.next()
             logger.warning(
                 "cannot reach %s at %s (%s); retrying in %.0f s", who, url, exc, delay
             )
         if await wait_or_stop(stop, delay):
             return None
-        delay = min(delay * 2, backoff_max) * random.uniform(0.8, 1.2)
     return None
