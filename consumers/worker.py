@@ -22,13 +22,9 @@ from websockets.frames import CloseCode
 from consumers.dataprovider import DataProvider
 from consumers.strategy import StrategyRunner, load_consumer_strategy
 from controlplane.lib import hubclient
-from controlplane.lib.feedclient.client import (
-    ConsumerSettings,
-    Follow,
-    FollowStatus,
-    ProducerClient,
-)
+from controlplane.lib.feedclient.client import ProducerClient
 from controlplane.lib.feedclient.framestore import FrameStore, Key, Stored
+from controlplane.lib.feedclient.settings import ConsumerSettings, Follow, FollowStatus
 from controlplane.lib.hubclient import FatalError, wait_or_stop
 from producers.strategy import StrategyError
 

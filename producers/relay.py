@@ -21,8 +21,9 @@ import pandas as pd
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from controlplane.lib.feedclient.client import ConsumerSettings, Follow, ProducerClient
+from controlplane.lib.feedclient.client import ProducerClient
 from controlplane.lib.feedclient.framestore import FrameStore, Key, Stored
+from controlplane.lib.feedclient.settings import ConsumerSettings, Follow
 from controlplane.lib.hubclient import FatalError, call_api
 from controlplane.lib.wire import freqtrade
 from controlplane.lib.wire.publish import PublishFrame, publish_frame

@@ -20,14 +20,12 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from controlplane.lib import backoff as backoff_module
+from controlplane.lib.backoff import Backoff
 from controlplane.lib.feedclient import client as client_module
-from controlplane.lib.feedclient.client import (
-    Backoff,
-    ConsumerSettings,
-    Follow,
-    ProducerClient,
-)
+from controlplane.lib.feedclient.client import ProducerClient, link_backoff
 from controlplane.lib.feedclient.framestore import FrameStore
+from controlplane.lib.feedclient.settings import ConsumerSettings, Follow
 from controlplane.lib.wire import freqtrade
 from controlplane.lib.wire.columns import encode_row_json
 from tests.feeds import json_rows
@@ -519,13 +517,27 @@ async def test_it_reports_its_state_per_pair(caplog):
 
 
 def test_it_backs_off_exponentially_up_to_ten_times_sleep_time(monkeypatch):
-    monkeypatch.setattr(client_module.random, "uniform", lambda low, high: 1.0)
-    backoff = Backoff(10)
+    monkeypatch.setattr(backoff_module.random, "uniform", lambda low, high: 1.0)
+    backoff = link_backoff(10)
     assert [backoff.next() for _ in range(6)] == [10, 20, 40, 80, 100, 100]
     backoff.reset()
     assert backoff.next() == 10
-    assert Backoff(60).at_cap() == 300  # never more than 5 minutes
-    assert Backoff(0).next() > 0  # never an instant reconnect
+    assert link_backoff(60).at_cap() == 300  # never more than 5 minutes
+    assert link_backoff(0).next() > 0  # never an instant reconnect
+
+
+def test_it_jitters_every_delay_within_a_fifth(monkeypatch):
+    delays = [Backoff(1, 8).next() for _ in range(200)]
+    assert all(0.8 <= delay <= 1.2 for delay in delays)
+    assert len(set(delays)) > 100  # spread, not one value
+
+
+def test_it_keeps_the_next_delay_within_new_bounds():
+    backoff = Backoff(1, 100)
+    for _ in range(5):
+        backoff.next()
+    backoff.configure(1, 4)
+    assert backoff.next() <= 4 * 1.2
 
 
 def test_it_brackets_an_ipv6_host_and_keeps_tokens_out_of_log_urls():

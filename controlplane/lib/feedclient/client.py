@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
-from urllib.parse import quote
+from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -31,6 +28,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode
 from websockets.typing import Subprotocol
 
+from controlplane.lib import wire
+from controlplane.lib.backoff import Backoff
 from controlplane.lib.candles import CANDLE_TYPES, timeframe_seconds
 from controlplane.lib.feedclient.framestore import (
     FULL_FRAME_ROWS,
@@ -39,12 +38,18 @@ from controlplane.lib.feedclient.framestore import (
     Missing,
     Stored,
 )
+from controlplane.lib.feedclient.progress import LoadProgress
+from controlplane.lib.feedclient.settings import (
+    ConsumerSettings,
+    Follow,
+    FollowStatus,
+    PairStatus,
+)
 from controlplane.lib.hubclient import wait_or_stop
 from controlplane.lib.wire import freqtrade, native
 
 logger = logging.getLogger(__name__)
 
-FEED_PATH = "/api/v1/message/ws"
 MAX_ROWS = freqtrade.MAX_LIMIT
 # Frames above this are decoded (and stored) in a thread: a 400-column frame takes
 # ~100 ms to decode, which would stall every other producer on the loop.
@@ -58,170 +63,20 @@ BACKOFF_CAP_SECONDS = 300.0
 MIN_SLEEP = 0.01  # never reconnect instantly, even with sleep_time 0
 OPEN_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
-FREQTRADE = "freqtrade"  # client.protocol of a link that speaks FreqTrade's protocol
-
-
-@dataclass(frozen=True)
-class ConsumerSettings:
-    """The consumer's settings from the config API (FreqTrade's names and units)."""
-
-    wait_timeout: float = 300.0
-    ping_timeout: float = 10.0
-    sleep_time: float = 10.0
-    remove_entry_exit_signals: bool = False
-    initial_candle_limit: int = 1500
-    message_size_limit: int = 8  # MiB
-    max_signal_age: float | None = None
-
-    @property
-    def link(self) -> tuple:
-        """The settings a live link depends on: changing one reconnects."""
-        return (
-            self.wait_timeout,
-            self.ping_timeout,
-            self.initial_candle_limit,
-            self.message_size_limit,
-        )
-
-
-@dataclass(frozen=True)
-class Follow:
-    """One followed producer, as the config API describes it."""
-
-    name: str
-    kind: Literal["candlecast", "freqtrade"]
-    host: str
-    port: int
-    secure: bool
-    ws_token: str = field(repr=False)
-
-    @property
-    def endpoint(self) -> tuple:
-        return (self.kind, self.host, self.port, self.secure)
-
-    @property
-    def display_url(self) -> str:
-        """The feed URL without any credential, for logs."""
-        host = self.host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"  # FreqTrade forgets this for IPv6 (§2)
-        scheme = "wss" if self.secure else "ws"
-        return f"{scheme}://{host}:{self.port}{FEED_PATH}"
-
-    def url(self) -> str:
-        # FreqTrade bots only read ?token= (and do not encode it; we do, §13).
-        if self.kind == "freqtrade":
-            return f"{self.display_url}?token={quote(self.ws_token, safe='')}"
-        return self.display_url
-
-    def headers(self) -> dict[str, str]:
-        # Our hub takes the token in a header, which no access log records.
-        if self.kind == "freqtrade":
-            return {}
-        return {"Authorization": f"Bearer {self.ws_token}"}
-
-
-class PairStatus(TypedDict):
-    last_candle: str | None
-    rows: int
-
-
-class FollowStatus(TypedDict):
-    connected: bool
-    reconnects: int
-    last_error: str | None
-    pairs: dict[str, PairStatus]
 
 
 class LinkDead(Exception):
     """The producer stopped answering pings."""
 
 
-class Backoff:
-    """Exponential delays with jitter, from ``sleep_time`` to a cap."""
-
-    def __init__(self, sleep_time: float) -> None:
-        self.configure(sleep_time)
-        self.reset()
-
-    def configure(self, sleep_time: float) -> None:
-        self.initial = max(sleep_time, MIN_SLEEP)
-        self.cap = max(self.initial, min(10 * self.initial, BACKOFF_CAP_SECONDS))
-
-    def reset(self) -> None:
-        self._next = self.initial
-
-    def next(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.cap)
-        return _jitter(delay)
-
-    def at_cap(self) -> float:
-        self._next = self.cap
-        return _jitter(self.cap)
+def link_backoff(sleep_time: float) -> Backoff:
+    """A link's reconnect delays: from ``sleep_time`` to ten times it, at most 5 min."""
+    return Backoff(*_bounds(sleep_time))
 
 
-def _jitter(delay: float) -> float:
-    # Spread reconnects so that consumers cut off together do not return together.
-    return delay * random.uniform(0.8, 1.2)
-
-
-class LoadProgress:
-    """Says how far the initial frames of one link have loaded, at most every second.
-
-    A pair the producer has no rows for yet answers with an empty frame: it counts as
-    waiting, not loaded, until rows arrive (after the producer publishes).
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.started = time.monotonic()
-        self.logged = self.started
-        self.expected: list[str] | None = None
-        self.rows: dict[str, int] = {}
-        self.done = False
-        self.said_waiting = False
-
-    def expect(self, whitelist: list[str]) -> None:
-        self.expected = list(whitelist)
-        self._report()
-
-    def loaded(self, pair: str, rows: int) -> None:
-        if rows or pair not in self.rows:
-            self.rows[pair] = max(rows, self.rows.get(pair, 0))
-        self._report()
-
-    def _report(self) -> None:
-        if self.done or self.expected is None:
-            return
-        have = [self.rows[p] for p in self.expected if self.rows.get(p)]
-        answered = sum(p in self.rows for p in self.expected)
-        total, now = len(self.expected), time.monotonic()
-        if len(have) == total:
-            self.done = True
-            logger.info(
-                "%s: all %d pairs loaded in %.1f s (%s)",
-                self.name,
-                total,
-                now - self.started,
-                _rows_text(have),
-            )
-        elif answered == total and not self.said_waiting:
-            self.said_waiting = True
-            logger.info(
-                "%s: %d/%d pairs loaded; the producer has no data yet for "
-                "the others, waiting for it to publish",
-                self.name,
-                len(have),
-                total,
-            )
-        elif now - self.logged >= 1.0:
-            self.logged = now
-            logger.info("%s: loaded %d/%d pairs", self.name, len(have), total)
-
-
-def _rows_text(rows: list[int]) -> str:
-    low, high = min(rows), max(rows)
-    return f"{low} rows each" if low == high else f"{low}-{high} rows"
+def _bounds(sleep_time: float) -> tuple[float, float]:
+    initial = max(sleep_time, MIN_SLEEP)
+    return initial, min(10 * initial, BACKOFF_CAP_SECONDS)
 
 
 def request_text(kind: str, data: Any = None) -> str:
@@ -252,7 +107,7 @@ class ProducerClient:
         self.native = native
         self.protocol: str | None = None
         self._said_protocol: str | None = None
-        self.backoff = Backoff(settings.sleep_time)
+        self.backoff = link_backoff(settings.sleep_time)
         self.connected = False
         self.reconnects = 0
         self.last_error: str | None = None
@@ -309,7 +164,7 @@ class ProducerClient:
         new_token = follow.ws_token != self.follow.ws_token
         self.follow, self.settings = follow, settings
         self.store.remove_entry_exit_signals = settings.remove_entry_exit_signals
-        self.backoff.configure(settings.sleep_time)
+        self.backoff.configure(*_bounds(settings.sleep_time))
         if relink:
             self.row_cap, self._relink = None, True
             self._wake.set()
@@ -327,7 +182,7 @@ class ProducerClient:
         if self._attempts:
             self.reconnects += 1
         self._attempts += 1
-        offer = [Subprotocol(native.SUBPROTOCOL)] if self.native else None
+        offer = [Subprotocol(name) for name in wire.offered()] if self.native else None
         try:
             ws = await connect(
                 self.follow.url(),
@@ -362,8 +217,7 @@ class ProducerClient:
 
     async def _session(self, ws: ClientConnection) -> float:
         self._ws, self.connected = ws, True
-        native_link = ws.subprotocol == native.SUBPROTOCOL
-        self.protocol = native.SUBPROTOCOL if native_link else FREQTRADE
+        self.protocol = wire.by_subprotocol(ws.subprotocol).name
         started = time.monotonic()
         logger.info("%s: connected to %s", self.name, self.follow.display_url)
         self._say_protocol()
