@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FREQTRADE_VENV ?= .venv-freqtrade
 export FREQTRADE_VENV
 
-.PHONY: run test test-embedded test-scaleout lint bench bench-status bench-fanout browser
+.PHONY: run test test-embedded test-scaleout lint typecheck bench bench-status bench-fanout browser
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ test-scaleout: $(VENV)/.installed $(FREQTRADE_VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+
+# mypy over the apps (config in pyproject.toml). Not yet part of lint: see issue 11.
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_frames.py

@@ -223,7 +223,7 @@ class CredentialAdmin(AuditedAdmin):
 
     @admin.display(description="predecessor")
     def predecessor_display(self, obj: Credential) -> str:
-        predecessor = type(obj).objects.filter(successor=obj).first()
+        predecessor = self.model._default_manager.filter(successor=obj).first()
         return str(predecessor) if predecessor else "-"
 
     def save_model(self, request, obj, form, change):
