@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import os
 import pickle
@@ -60,10 +59,6 @@ print(json.dumps({{
 
 class BenchError(Exception):
     """Something the benchmark waited for did not happen; the text says what."""
-
-
-class Unavailable(Exception):
-    """A mode this tree cannot run yet; the text says what is missing."""
 
 
 ### /proc readings
@@ -460,21 +455,6 @@ def wanted_modes(text: str) -> list[str]:
     return modes
 
 
-def native_option(mode: str) -> dict:
-    """``native=`` for ProducerClient; Unavailable while the client lacks it."""
-    from controlplane.lib.feedclient.client import ProducerClient
-
-    if "native" in inspect.signature(ProducerClient).parameters:
-        return {"native": mode.endswith("native")}
-    if mode.endswith("native"):
-        raise Unavailable(
-            "controlplane.lib.feedclient.client.ProducerClient has no native= "
-            "keyword yet "
-            "(the candlecast.v1 client)"
-        )
-    return {}
-
-
 async def collect(ws, quiet: float, timeout: float) -> list[str | bytes]:
     """Messages until ``quiet`` seconds pass without one (after the first)."""
     messages = [await asyncio.wait_for(ws.recv(), timeout)]
@@ -504,7 +484,7 @@ async def record(
     path = args.tmp / f"{mode}.pickle"
     follow = Follow("bench", "candlecast", "127.0.0.1", 0, False, setup.feed_token)
     settings = ConsumerSettings(initial_candle_limit=args.rows)
-    client = ProducerClient(follow, settings, FrameStore(), **native_option(form))
+    client = ProducerClient(follow, settings, FrameStore(), native=form == "native")
     requests = client.opening_requests()
     subprotocols = [NATIVE_PROTOCOL] if form == "native" else None
     feed = HubFeed(setup, data, args, f"record-{form}")
@@ -559,9 +539,6 @@ async def bench(args: argparse.Namespace) -> list[Run]:
                 runs.append(await run_mode(setup, data, args, mode, k, recordings))
                 print(f"  {'  '.join(runs[-1].cells()[3:])}", flush=True)
                 write_json(args, runs)
-            except Unavailable as exc:
-                runs.append(Run(mode, args.server, k, clients, note=f"skipped: {exc}"))
-                print(f"  skipped: {exc}", flush=True)
             except (BenchError, OSError, TimeoutError) as exc:
                 note = f"failed: {exc or type(exc).__name__}"
                 runs.append(Run(mode, args.server, k, clients, note=note))
@@ -572,7 +549,6 @@ async def bench(args: argparse.Namespace) -> list[Run]:
 async def run_mode(
     setup: HubSetup, data: BenchData, args, mode: str, k: int, recordings: dict
 ) -> Run:
-    native_option(mode)
     form = mode.removeprefix("raw-")
     if mode.startswith("raw-") and form not in recordings:
         recordings[form] = await record(setup, data, args, mode)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import logging
 import os
 import sys
@@ -136,19 +135,6 @@ class BenchClient(ProducerClient):
         await super().handle(text)
 
 
-def native_option(native: bool) -> dict:
-    """``native=`` for ProducerClient; a clear error while the client lacks it."""
-    if "native" in inspect.signature(ProducerClient).parameters:
-        return {"native": native}
-    if native:
-        raise SystemExit(
-            "ERROR controlplane.lib.feedclient.client.ProducerClient has no native= "
-            "keyword yet: "
-            "native mode needs the candlecast.v1 client; run --modes raw,freqtrade"
-        )
-    return {}
-
-
 def make_clients(args: argparse.Namespace, holdings: Holdings) -> list[BenchClient]:
     follow = Follow(
         name="bench",
@@ -161,7 +147,6 @@ def make_clients(args: argparse.Namespace, holdings: Holdings) -> list[BenchClie
     settings = ConsumerSettings(
         sleep_time=1.0, initial_candle_limit=args.rows, wait_timeout=600.0
     )
-    extra = native_option(args.mode == "native")
     clients = []
     for index in range(args.clients):
         store = FrameStore(max_rows=args.rows)
@@ -173,7 +158,7 @@ def make_clients(args: argparse.Namespace, holdings: Holdings) -> list[BenchClie
                 on_stored=lambda _name, result, i=index: holdings.stored(i, result),
                 index=index,
                 holdings=holdings,
-                **extra,
+                native=args.mode == "native",
             )
         )
     return clients
