@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from controlplane.lib.contracts import ConsumerSettings, Follow  # noqa: E402
 from controlplane.lib.feedclient.client import ProducerClient  # noqa: E402
 from controlplane.lib.feedclient.framestore import FrameStore, Stored  # noqa: E402
-from controlplane.lib.feedclient.settings import ConsumerSettings, Follow  # noqa: E402
 
 TOKEN_VARIABLE = "FANOUT_BENCH_TOKEN"
 NATIVE_PROTOCOL = "candlecast.v1"

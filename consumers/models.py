@@ -7,8 +7,6 @@ bot). The config API's two documents are built here so views and admin stay thin
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from datetime import timedelta
 from typing import Literal, TypedDict
@@ -21,6 +19,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
+from controlplane.lib import contracts
 from producers import tokens
 from producers.credentials import Credential, KeyHolder
 from producers.models import FeedToken, Producer
@@ -36,53 +35,9 @@ URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
 HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")
 
 
-class SettingsDocument(TypedDict):
-    wait_timeout: int
-    ping_timeout: int
-    sleep_time: int
-    remove_entry_exit_signals: bool
-    initial_candle_limit: int
-    message_size_limit: int
-    max_signal_age: int | None
-
-
-class FreqtradeProducer(TypedDict):
-    name: str
-    host: str
-    port: int
-    secure: bool
-    ws_token: str
-
-
-class ProducerDocument(FreqtradeProducer):
-    kind: Literal["candlecast", "freqtrade"]
-
-
-class ConfigDocument(TypedDict):
-    name: str
-    settings: SettingsDocument
-    producers: list[ProducerDocument]
-    version: str
-
-
-class ExternalMessageConsumer(TypedDict):
-    enabled: bool
-    producers: list[FreqtradeProducer]
-    wait_timeout: int
-    ping_timeout: int
-    sleep_time: int
-    remove_entry_exit_signals: bool
-    initial_candle_limit: int
-    message_size_limit: int
-
-
-class FreqtradeConfig(TypedDict):
-    external_message_consumer: ExternalMessageConsumer
-
-
 class StoredStatus(TypedDict):
     received: str  # ISO 8601, when the hub received the report
-    status: dict  # the worker's report, validated by consumers.views.parse_status
+    status: contracts.ConsumerStatus
 
 
 class ConfigError(Exception):
@@ -112,16 +67,6 @@ def validate_ws_token(value: str) -> None:
             "FreqTrade puts it into the URL unencoded; set a URL-safe ws_token on "
             "that bot (for example from secrets.token_urlsafe(25))."
         )
-
-
-def document_version(settings: SettingsDocument, producers: list) -> str:
-    """sha256 of the canonical JSON (sorted keys, no spaces) of settings+producers."""
-    canonical = json.dumps(
-        {"settings": settings, "producers": producers},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class Consumer(KeyHolder, models.Model):
@@ -182,60 +127,51 @@ class Consumer(KeyHolder, models.Model):
     def ordered_follows(self) -> list[Follow]:
         return list(self.follows.select_related("producer", "feed_token"))
 
-    def settings_document(self) -> SettingsDocument:
-        return {
-            "wait_timeout": self.wait_timeout,
-            "ping_timeout": self.ping_timeout,
-            "sleep_time": self.sleep_time,
-            "remove_entry_exit_signals": self.remove_entry_exit_signals,
-            "initial_candle_limit": self.initial_candle_limit,
-            "message_size_limit": self.message_size_limit,
-            "max_signal_age": self.max_signal_age,
-        }
+    def settings(self) -> contracts.ConsumerSettings:
+        return contracts.ConsumerSettings(
+            wait_timeout=self.wait_timeout,
+            ping_timeout=self.ping_timeout,
+            sleep_time=self.sleep_time,
+            remove_entry_exit_signals=self.remove_entry_exit_signals,
+            initial_candle_limit=self.initial_candle_limit,
+            message_size_limit=self.message_size_limit,
+            max_signal_age=self.max_signal_age,
+        )
 
-    def config_document(self, host: str, port: int, secure: bool) -> ConfigDocument:
+    def contract(
+        self, host: str, port: int, secure: bool, *, disabled: bool = False
+    ) -> contracts.ConsumerConfig:
         """What the consumer worker runs; host/port/secure: this hub as it is reached.
 
-        Follows of a disabled producer are left out: the feed would refuse them.
+        Follows of a disabled producer are left out unless ``disabled``: our feed
+        would refuse them.
 
         Raises:
             ConfigError: a follow has no usable token.
         """
-        settings = self.settings_document()
-        producers = [
-            follow.document(host, port, secure)
+        follows = [
+            follow.contract(host, port, secure)
             for follow in self.ordered_follows()
-            if follow.producer is None or follow.producer.enabled
+            if disabled or follow.producer is None or follow.producer.enabled
         ]
-        return {
-            "name": self.name,
-            "settings": settings,
-            "producers": producers,
-            "version": document_version(settings, producers),
-        }
+        return contracts.ConsumerConfig(
+            self.name, self.settings(), {f.name: f for f in follows}
+        )
 
-    def freqtrade_config(self, host: str, port: int, secure: bool) -> FreqtradeConfig:
+    def config_document(
+        self, host: str, port: int, secure: bool
+    ) -> contracts.ConfigDocument:
+        return self.contract(host, port, secure).document()
+
+    def freqtrade_config(
+        self, host: str, port: int, secure: bool
+    ) -> contracts.FreqtradeConfig:
         """FreqTrade's external_message_consumer section for the same follows.
 
         Unlike config_document it keeps follows of disabled producers: FreqTrade
         retries a refused handshake every sleep_time, and needs at least one producer.
-
-        Raises:
-            ConfigError: a follow has no usable token.
         """
-        settings = self.settings_document()
-        del settings["max_signal_age"]  # ours only: FreqTrade has no such key
-        producers: list[FreqtradeProducer] = []
-        for follow in self.ordered_follows():
-            document = follow.document(host, port, secure)
-            producers.append({k: v for k, v in document.items() if k != "kind"})
-        return {
-            "external_message_consumer": {
-                "enabled": True,
-                "producers": producers,
-                **settings,
-            }
-        }
+        return self.contract(host, port, secure, disabled=True).freqtrade_document()
 
     def renew_feed_tokens(self, grace: timedelta | None = None) -> int:
         """Rotate (or re-issue) the feed token of each followed producer of ours.
@@ -252,7 +188,7 @@ class Consumer(KeyHolder, models.Model):
     def status_cache_key(self) -> str:
         return f"consumer-status:{self.name}"
 
-    def record_status(self, report: dict) -> None:
+    def record_status(self, report: contracts.ConsumerStatus) -> None:
         received = timezone.now().isoformat()
         stored: StoredStatus = {"received": received, "status": report}
         cache.set(self.status_cache_key, stored, timeout=STATUS_TTL_SECONDS)
@@ -416,25 +352,20 @@ class Follow(models.Model):
         self._retire_feed_token()  # revoked or expired: start a new chain
         self.save()
 
-    def document(self, host: str, port: int, secure: bool) -> ProducerDocument:
+    def contract(self, host: str, port: int, secure: bool) -> contracts.Follow:
         """This follow as the config API lists it; host/port/secure: this hub."""
         if self.producer_id is None:
-            return {
-                "name": self.name,
-                "kind": "freqtrade",
-                "host": self.host,
-                "port": self.port,
-                "secure": self.secure,
-                "ws_token": self.ws_token(),
-            }
-        return {
-            "name": self.name,
-            "kind": "candlecast",
-            "host": host,
-            "port": port,
-            "secure": secure,
-            "ws_token": self._worker_token(),
-        }
+            return contracts.Follow(
+                self.name,
+                "freqtrade",
+                self.host,
+                self.port,
+                self.secure,
+                self.ws_token(),
+            )
+        return contracts.Follow(
+            self.name, "candlecast", host, port, secure, self._worker_token()
+        )
 
     def _worker_token(self) -> str:
         token = self.current_feed_token()

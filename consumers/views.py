@@ -6,16 +6,15 @@ settings and feed tokens here with the consumer key (CONSUMER-API contract).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from typing import TypedDict
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from consumers.models import ConfigError, Consumer, ConsumerKey
+from controlplane.lib import contracts
 from controlplane.lib.addresses import hub_address
 from controlplane.lib.auth import bearer, throttle
 from producers import tokens
@@ -28,23 +27,6 @@ KEY_HINT = (
     "actions 'Rotate the consumer key' and 'Issue a new consumer key'"
 )
 TAKES_KEY = "the consumer API takes the consumer's own key (ccc_…)"
-
-
-class PairStatus(TypedDict):
-    last_candle: str | None
-    rows: int
-
-
-class FollowStatus(TypedDict, total=False):
-    connected: bool
-    reconnects: int
-    last_error: str | None
-    pairs: dict[str, PairStatus]
-
-
-class StatusReport(TypedDict):
-    producers: dict[str, FollowStatus]
-    started: str
 
 
 def error(status: int, message: str) -> JsonResponse:
@@ -137,8 +119,8 @@ def status(request: HttpRequest) -> HttpResponse:
             "report fewer pairs or shorter errors",
         )
     try:
-        report = parse_status(request.body)
-    except ValueError as exc:
+        report = contracts.parse_consumer_status(request.body)
+    except contracts.ContractError as exc:
         return error(
             400,
             f"{exc}; send the worker's status as documented in the "
@@ -154,50 +136,3 @@ def too_large(request: HttpRequest) -> bool:
     if length.isdigit() and int(length) > STATUS_BODY_LIMIT:
         return True
     return len(request.body) > STATUS_BODY_LIMIT
-
-
-def parse_status(body: bytes) -> StatusReport:
-    """The worker's status report, checked; raises ValueError naming the fault."""
-    try:
-        report = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"the body is not JSON ({exc})") from None
-    if not isinstance(report, dict):
-        raise ValueError("the body must be a JSON object")
-    if not isinstance(report.get("started"), str):
-        raise ValueError("'started' must be the worker's start time as an ISO string")
-    producers = report.get("producers")
-    if not isinstance(producers, dict):
-        raise ValueError("'producers' must be an object keyed by follow name")
-    for name, follow in producers.items():
-        check_follow_status(name, follow)
-    return report
-
-
-def check_follow_status(name: str, follow: object) -> None:
-    where = f"producers.{name}"
-    if not isinstance(follow, dict):
-        raise ValueError(f"{where} must be an object")
-    if not isinstance(follow.get("connected"), bool):
-        raise ValueError(f"{where}.connected must be true or false")
-    if not is_count(follow.get("reconnects", 0)):
-        raise ValueError(f"{where}.reconnects must be a whole number from 0")
-    if not isinstance(follow.get("last_error"), str | None):
-        raise ValueError(f"{where}.last_error must be a string or null")
-    pairs = follow.get("pairs", {})
-    if not isinstance(pairs, dict):
-        raise ValueError(f"{where}.pairs must be an object keyed by pair")
-    for pair, state in pairs.items():
-        if not isinstance(state, dict) or not is_count(state.get("rows", 0)):
-            raise ValueError(
-                f"{where}.pairs.{pair} must be an object whose rows is "
-                "a whole number from 0"
-            )
-        if not isinstance(state.get("last_candle"), str | None):
-            raise ValueError(
-                f"{where}.pairs.{pair}.last_candle must be an ISO string or null"
-            )
-
-
-def is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -21,10 +21,16 @@ from websockets.frames import CloseCode
 
 from consumers.dataprovider import DataProvider
 from consumers.strategy import StrategyRunner, load_consumer_strategy
-from controlplane.lib import hubclient
+from controlplane.lib import contracts, hubclient
+from controlplane.lib.contracts import (
+    ConsumerConfig,
+    ConsumerSettings,
+    ConsumerStatus,
+    Follow,
+    FollowStatus,
+)
 from controlplane.lib.feedclient.client import ProducerClient
 from controlplane.lib.feedclient.framestore import FrameStore, Key, Stored
-from controlplane.lib.feedclient.settings import ConsumerSettings, Follow, FollowStatus
 from controlplane.lib.hubclient import FatalError, wait_or_stop
 from producers.strategy import StrategyError
 
@@ -36,7 +42,6 @@ CONFIG_POLL_SECONDS = 10.0
 STATUS_SECONDS = 10.0
 DEFAULT_STRATEGY = "consumers.strategies.sample.SampleConsumerStrategy"
 STOP_TIMEOUT = 3.0
-KINDS = ("candlecast", "freqtrade")
 
 
 @dataclass(frozen=True)
@@ -53,19 +58,11 @@ class WorkerConfig:
 
     @property
     def config_url(self) -> str:
-        return f"{self.hub_url.rstrip('/')}/api/v1/consumer/config"
+        return contracts.url(self.hub_url, contracts.CONSUMER_CONFIG)
 
     @property
     def status_url(self) -> str:
-        return f"{self.hub_url.rstrip('/')}/api/v1/consumer/status"
-
-
-@dataclass(frozen=True)
-class ConsumerConfig:
-    name: str
-    settings: ConsumerSettings
-    follows: dict[str, Follow]  # in the config's order
-    version: str
+        return contracts.url(self.hub_url, contracts.CONSUMER_STATUS)
 
 
 ### The control plane
@@ -84,7 +81,7 @@ def fetch_config(config: WorkerConfig) -> dict:
     return document
 
 
-def post_status(config: WorkerConfig, report: dict) -> None:
+def post_status(config: WorkerConfig, report: ConsumerStatus) -> None:
     call_api(config, config.status_url, json.dumps(report).encode())
 
 
@@ -113,46 +110,9 @@ def parse_config(document: dict, name: str) -> ConsumerConfig:
             f"{name!r}: run the worker with that name or use {name}'s key"
         )
     try:
-        raw = document["settings"]
-        settings = ConsumerSettings(
-            wait_timeout=float(raw["wait_timeout"]),
-            ping_timeout=float(raw["ping_timeout"]),
-            sleep_time=float(raw["sleep_time"]),
-            remove_entry_exit_signals=bool(raw["remove_entry_exit_signals"]),
-            initial_candle_limit=int(raw["initial_candle_limit"]),
-            message_size_limit=int(raw["message_size_limit"]),
-            max_signal_age=(
-                None
-                if raw.get("max_signal_age") is None
-                else float(raw["max_signal_age"])
-            ),
-        )
-        follows = [_follow(item) for item in document["producers"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"the config document is malformed ({_what(exc)})") from None
-    return ConsumerConfig(
-        name, settings, {f.name: f for f in follows}, str(document.get("version", ""))
-    )
-
-
-def _follow(item: dict) -> Follow:
-    if item["kind"] not in KINDS:
-        raise ValueError(
-            f"producer {item['name']}: kind {item['kind']!r} is not one "
-            f"of {', '.join(KINDS)}"
-        )
-    return Follow(
-        name=str(item["name"]),
-        kind=item["kind"],
-        host=str(item["host"]),
-        port=int(item["port"]),
-        secure=bool(item["secure"]),
-        ws_token=str(item["ws_token"]),
-    )
-
-
-def _what(exc: Exception) -> str:
-    return f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        return ConsumerConfig.from_document(document)
+    except contracts.ContractError as exc:
+        raise ValueError(f"the config document is malformed ({exc})") from None
 
 
 ### The followed producers
@@ -319,7 +279,7 @@ class Supervisor:
         self.current = fresh
 
     async def report(self) -> None:
-        report = {
+        report: ConsumerStatus = {
             "producers": self.fleet.status(),
             "started": self.started,
             # A copy taken here: the strategy thread adds to it meanwhile.

@@ -21,13 +21,14 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.urls import path  # noqa: E402
 
 from controlplane.lib.auth import OptionalOriginValidator  # noqa: E402
+from controlplane.lib.contracts import FEED_PATH, PUBLISH_PATH, route  # noqa: E402
 from controlplane.statussocket import StatusSocket  # noqa: E402
 from producers.feed import FeedSocket  # noqa: E402
 from producers.publish import PublishSocket  # noqa: E402
 
 websocket_urlpatterns = [
-    path("api/v1/message/ws", OptionalOriginValidator(FeedSocket.as_asgi())),
-    path("api/v1/publish/ws", OptionalOriginValidator(PublishSocket.as_asgi())),
+    path(route(FEED_PATH), OptionalOriginValidator(FeedSocket.as_asgi())),
+    path(route(PUBLISH_PATH), OptionalOriginValidator(PublishSocket.as_asgi())),
     path(
         "ws/status",
         AllowedHostsOriginValidator(AuthMiddlewareStack(StatusSocket.as_asgi())),

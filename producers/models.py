@@ -20,6 +20,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
+from controlplane.lib import contracts
 from controlplane.lib.candles import CANDLE_TYPES, timeframe_seconds
 from producers import groups, tokens
 from producers.credentials import Credential, CredentialQuerySet, KeyHolder
@@ -85,7 +86,7 @@ def validate_upstream_token(value: str) -> None:
 
 class StoredUpstreamStatus(TypedDict):
     received: str  # ISO 8601, when the hub received the report
-    status: dict  # the relay's report, validated by producers.views.parse_upstream
+    status: contracts.UpstreamStatus
 
 
 class Producer(KeyHolder, models.Model):
@@ -171,6 +172,34 @@ class Producer(KeyHolder, models.Model):
         """
         return tokens.decrypt(self.upstream_token_encrypted, tokens.fernet_key())
 
+    def definition(self) -> contracts.ProducerDefinition:
+        """What its producer worker runs.
+
+        Raises:
+            ValueError: the bot's ws_token cannot be decrypted.
+        """
+        upstream = None
+        if self.relays:
+            # The only place the bot's ws_token leaves the database: to the worker
+            # that holds this producer's key.
+            upstream = contracts.Upstream(
+                self.upstream_host,
+                self.upstream_port,
+                self.upstream_secure,
+                self.upstream_token(),
+            )
+        return contracts.ProducerDefinition(
+            name=self.name,
+            timeframe=self.timeframe,
+            candle_type=self.candle_type,
+            pairs=tuple(self.pairs),
+            strategy=self.strategy,
+            source=self.source,
+            source_options=self.source_options,
+            history=self.history,
+            upstream=upstream,
+        )
+
     def clean(self) -> None:
         if not self.relays:
             if not self.pairs:
@@ -194,7 +223,7 @@ class Producer(KeyHolder, models.Model):
     def upstream_status_key(self) -> str:
         return f"producer-upstream:{self.name}"
 
-    def record_upstream_status(self, report: dict) -> None:
+    def record_upstream_status(self, report: contracts.UpstreamStatus) -> None:
         stored: StoredUpstreamStatus = {
             "received": timezone.now().isoformat(),
             "status": report,

@@ -21,9 +21,14 @@ import pandas as pd
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from controlplane.lib.contracts import (
+    ConsumerSettings,
+    Follow,
+    ProducerDefinition,
+    UpstreamStatus,
+)
 from controlplane.lib.feedclient.client import ProducerClient
 from controlplane.lib.feedclient.framestore import FrameStore, Key, Stored
-from controlplane.lib.feedclient.settings import ConsumerSettings, Follow
 from controlplane.lib.hubclient import FatalError, call_api
 from controlplane.lib.wire import freqtrade
 from controlplane.lib.wire.publish import PublishFrame, publish_frame
@@ -111,12 +116,12 @@ class RelayStore(FrameStore):
 class Relay:
     """One FreqTrade bot followed, its frames published to the hub."""
 
-    def __init__(self, config: WorkerConfig, definition: dict) -> None:
+    def __init__(self, config: WorkerConfig, definition: ProducerDefinition) -> None:
         self.config = config
         self.definition = definition
         self.loop = asyncio.get_running_loop()
         self.woken = asyncio.Event()
-        self.store = RelayStore(int(definition["history"]), self._wake)
+        self.store = RelayStore(definition.history, self._wake)
         self.follow = upstream_follow(definition)
         self.client = make_client(self.follow, self.store, config, definition)
         self.published_last: dict[Key, pd.Timestamp] = {}
@@ -139,7 +144,7 @@ class Relay:
 
     @property
     def filter(self) -> list[str]:
-        return list(self.definition["pairs"])
+        return list(self.definition.pairs)
 
     def whitelist(self) -> list[str]:
         """The bot's whitelist, narrowed to the producer's pairs when it has some."""
@@ -147,7 +152,7 @@ class Relay:
         return [p for p in self.store.whitelist if not wanted or p in wanted]
 
     def relayed(self, key: Key) -> bool:
-        expected = (self.definition["timeframe"], self.definition["candle_type"])
+        expected = (self.definition.timeframe, self.definition.candle_type)
         if tuple(key[1:]) != expected:
             self._mismatch(key)
             return False
@@ -156,11 +161,11 @@ class Relay:
     def _mismatch(self, key: Key) -> None:
         text = (
             f"the bot sends {key[1]} {key[2]}; the producer is defined as "
-            f"{self.definition['timeframe']} {self.definition['candle_type']}: "
+            f"{self.definition.timeframe} {self.definition.candle_type}: "
             "edit the producer"
         )
         if text != self.mismatch:
-            logger.error("producer %s: %s", self.definition["name"], text)
+            logger.error("producer %s: %s", self.definition.name, text)
         self.mismatch = text
 
     def keys(self) -> list[Key]:
@@ -295,21 +300,19 @@ class Relay:
         definition = await definition_with_retry(self.config, stop)
         if definition is None or definition == self.definition:
             return False
-        if definition.get("source") != "freqtrade" or _core(definition) != _core(
-            self.definition
-        ):
+        if not definition.relays or _core(definition) != _core(self.definition):
             raise Restart("the producer's definition changed")
         logger.info(
             "producer %s: relayed pairs changed to %s",
-            definition["name"],
-            ", ".join(definition["pairs"]) or "every pair the bot whitelists",
+            definition.name,
+            ", ".join(definition.pairs) or "every pair the bot whitelists",
         )
         self.definition = definition
         return True
 
     ### Status, reported to the hub
 
-    def status(self) -> dict:
+    def status(self) -> UpstreamStatus:
         connected = self.client.connected
         if connected != self.link_up:
             self.link_up, self.link_since = connected, time.time()
@@ -332,8 +335,7 @@ class Relay:
     async def report(self, stop: asyncio.Event) -> None:
         """POST the upstream's state to the hub every STATUS_SECONDS, and at once
         when the link goes up or down."""
-        url = f"{self.config.hub_url.rstrip('/')}/api/v1/producers/"
-        url += f"{self.config.name}/status"
+        url = self.config.status_url
         sent, failing = None, False
         last = 0.0
         while not stop.is_set():
@@ -380,41 +382,39 @@ async def wait_while_open_or(
     return stop.is_set()
 
 
-def upstream_follow(definition: dict) -> Follow:
-    upstream = definition.get("upstream")
-    if not isinstance(upstream, dict):
+def upstream_follow(definition: ProducerDefinition) -> Follow:
+    if definition.upstream is None:
         raise FatalError(
-            f"producer {definition['name']}'s source is a FreqTrade bot but the hub "
+            f"producer {definition.name}'s source is a FreqTrade bot but the hub "
             "sent no upstream: give the bot's host and ws_token in the admin"
         )
-    return Follow(
-        name=definition["name"],
-        kind="freqtrade",
-        host=upstream["host"],
-        port=int(upstream["port"]),
-        secure=bool(upstream["secure"]),
-        ws_token=upstream["ws_token"],
-    )
+    return definition.upstream.follow(definition.name)
 
 
 def make_client(
-    follow: Follow, store: RelayStore, config: WorkerConfig, definition: dict
+    follow: Follow,
+    store: RelayStore,
+    config: WorkerConfig,
+    definition: ProducerDefinition,
 ) -> ProducerClient:
     settings = ConsumerSettings(
         sleep_time=config.backoff_initial,
-        initial_candle_limit=min(int(definition["history"]), freqtrade.MAX_LIMIT),
+        initial_candle_limit=min(definition.history, freqtrade.MAX_LIMIT),
         message_size_limit=max(1, config.message_size_limit >> 20),
     )
     # A FreqTrade bot speaks FreqTrade's protocol only: offer nothing else.
     return ProducerClient(follow, settings, store, native=False)
 
 
-def _core(definition: dict) -> tuple:
-    keys = ("timeframe", "candle_type", "history", "upstream")
-    return tuple(json.dumps(definition.get(k), sort_keys=True) for k in keys)
+def _core(definition: ProducerDefinition) -> tuple:
+    """What a running relay cannot follow: a change restarts it."""
+    d = definition
+    return (d.timeframe, d.candle_type, d.history, d.upstream)
 
 
-async def run(config: WorkerConfig, definition: dict, stop: asyncio.Event) -> int:
+async def run(
+    config: WorkerConfig, definition: ProducerDefinition, stop: asyncio.Event
+) -> int:
     """Relay until ``stop`` is set; returns the process exit status."""
     while True:
         relay = Relay(config, definition)
@@ -422,9 +422,9 @@ async def run(config: WorkerConfig, definition: dict, stop: asyncio.Event) -> in
             "producer %s relays the FreqTrade bot at %s (%s %s, %s)",
             config.name,
             relay.follow.display_url,
-            definition["timeframe"],
-            definition["candle_type"],
-            ", ".join(definition["pairs"]) or "every pair it whitelists",
+            definition.timeframe,
+            definition.candle_type,
+            ", ".join(definition.pairs) or "every pair it whitelists",
         )
         following = asyncio.create_task(relay.client.run(), name="upstream")
         reporting = asyncio.create_task(relay.report(stop), name="upstream status")
@@ -440,7 +440,7 @@ async def run(config: WorkerConfig, definition: dict, stop: asyncio.Event) -> in
         definition = await definition_with_retry(config, stop)
         if definition is None:
             return 0
-        if definition.get("source") != "freqtrade":
+        if not definition.relays:
             raise FatalError(
                 "the producer's source is no longer a FreqTrade bot: restart the "
                 "producer worker"

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -19,7 +19,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.client import process_exception as websockets_process_exception
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from controlplane.lib import contracts
 from controlplane.lib.backoff import Backoff
+from controlplane.lib.contracts import ProducerDefinition
 from controlplane.lib.hubclient import FatalError, call_api, until_reached, wait_or_stop
 from controlplane.lib.wire import publish
 from controlplane.lib.wire.columns import Key, ProtocolError
@@ -45,26 +47,40 @@ class WorkerConfig:
 
     @property
     def config_url(self) -> str:
-        return f"{self.hub_url.rstrip('/')}/api/v1/producers/{self.name}/config"
+        return contracts.url(self.hub_url, contracts.PRODUCER_CONFIG, name=self.name)
 
     @property
     def publish_url(self) -> str:
-        return self.hub_url.rstrip("/").replace("http", "ws", 1) + "/api/v1/publish/ws"
+        hub = self.hub_url.replace("http", "ws", 1)
+        return contracts.url(hub, contracts.PUBLISH_PATH)
+
+    @property
+    def status_url(self) -> str:
+        return contracts.url(self.hub_url, contracts.PRODUCER_STATUS, name=self.name)
 
 
 ### The control plane
 
 
-def fetch_definition(config: WorkerConfig) -> dict:
-    """GET the producer's definition (FatalError when the key is refused)."""
-    return json.loads(
-        call_api(config.config_url, config.key, who="the hub", key_name="producer key")
+def fetch_definition(config: WorkerConfig) -> ProducerDefinition:
+    """GET the producer's definition (FatalError when the key is refused).
+
+    Raises:
+        OSError: the hub is unreachable, or sent a malformed definition (a hub of
+            another version during an upgrade): retried.
+    """
+    body = call_api(
+        config.config_url, config.key, who="the hub", key_name="producer key"
     )
+    try:
+        return ProducerDefinition.from_document(json.loads(body))
+    except ValueError as exc:  # ContractError, or not JSON at all
+        raise OSError(f"the hub sent a malformed definition ({exc})") from None
 
 
 async def definition_with_retry(
     config: WorkerConfig, stop: asyncio.Event
-) -> dict | None:
+) -> ProducerDefinition | None:
     return await until_reached(
         lambda: fetch_definition(config),
         stop,
@@ -81,17 +97,17 @@ async def definition_with_retry(
 class Analysis:
     """The producer's candles and analysed frames, per pair."""
 
-    def __init__(self, definition: dict) -> None:
+    def __init__(self, definition: ProducerDefinition) -> None:
         self.definition = definition
-        self.timeframe = definition["timeframe"]
-        self.candle_type = definition["candle_type"]
-        self.history = int(definition["history"])
-        self.strategy: IStrategy = load_strategy(definition["strategy"])
+        self.timeframe = definition.timeframe
+        self.candle_type = definition.candle_type
+        self.history = definition.history
+        self.strategy: IStrategy = load_strategy(definition.strategy)
         self.source: CandleSource = build_source(
-            definition["source"],
+            definition.source,
             self.timeframe,
-            definition["source_options"],
-            definition["pairs"],
+            definition.source_options,
+            list(definition.pairs),
             self.candle_type,
         )
         self.candles: dict[str, pd.DataFrame] = {}
@@ -100,7 +116,7 @@ class Analysis:
 
     @property
     def pairs(self) -> list[str]:
-        return list(self.definition["pairs"])
+        return list(self.definition.pairs)
 
     def key(self, pair: str) -> Key:
         return (pair, self.timeframe, self.candle_type)
@@ -245,28 +261,28 @@ async def sync_definition(
     definition = await definition_with_retry(config, stop)
     if definition is None or (analysis and definition == analysis.definition):
         return analysis, False
-    if analysis is None or _core(definition) != _core(analysis.definition):
+    if analysis is None or not same_but_pairs(definition, analysis.definition):
         logger.info(
             "producer %s: %s on %s, %d pairs, strategy %s, source %s",
-            definition["name"],
-            definition["timeframe"],
-            definition["candle_type"],
-            len(definition["pairs"]),
-            definition["strategy"],
-            definition["source"],
+            definition.name,
+            definition.timeframe,
+            definition.candle_type,
+            len(definition.pairs),
+            definition.strategy,
+            definition.source,
         )
         fresh = await asyncio.to_thread(Analysis, definition)
         await asyncio.to_thread(lambda: [fresh.load(p) for p in fresh.pairs])
         return fresh, True
-    added = [p for p in definition["pairs"] if p not in analysis.candles]
+    added = [p for p in definition.pairs if p not in analysis.candles]
     logger.info(
         "producer %s: pairs changed (%d now, %d new)",
-        definition["name"],
-        len(definition["pairs"]),
+        definition.name,
+        len(definition.pairs),
         len(added),
     )
     analysis.definition = definition
-    for gone in set(analysis.candles) - set(definition["pairs"]):
+    for gone in set(analysis.candles) - set(definition.pairs):
         del analysis.candles[gone], analysis.analysed[gone], analysis.la[gone]
     await asyncio.to_thread(lambda: [analysis.load(p) for p in added])
     return analysis, True
@@ -284,16 +300,9 @@ async def refresh(
     return fresh or analysis, changed
 
 
-def _core(definition: dict) -> tuple:
-    keys = (
-        "timeframe",
-        "candle_type",
-        "strategy",
-        "source",
-        "source_options",
-        "history",
-    )
-    return tuple(json.dumps(definition[k], sort_keys=True) for k in keys)
+def same_but_pairs(one: ProducerDefinition, other: ProducerDefinition) -> bool:
+    """Whether only the pairs differ: the running analysis can follow the change."""
+    return replace(one, pairs=()) == replace(other, pairs=())
 
 
 async def run(config: WorkerConfig, stop: asyncio.Event) -> int:
@@ -308,7 +317,7 @@ async def run(config: WorkerConfig, stop: asyncio.Event) -> int:
 async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
     logger.info("producer worker %s starting; hub %s", config.name, config.hub_url)
     definition = await definition_with_retry(config, stop)
-    if definition is not None and definition["source"] == "freqtrade":
+    if definition is not None and definition.relays:
         from producers import relay  # it builds on this module
 
         return await relay.run(config, definition, stop)

@@ -22,10 +22,10 @@ from websockets.exceptions import ConnectionClosed
 
 from controlplane.lib import backoff as backoff_module
 from controlplane.lib.backoff import Backoff
+from controlplane.lib.contracts import ConsumerSettings, Follow
 from controlplane.lib.feedclient import client as client_module
 from controlplane.lib.feedclient.client import ProducerClient, link_backoff
 from controlplane.lib.feedclient.framestore import FrameStore
-from controlplane.lib.feedclient.settings import ConsumerSettings, Follow
 from controlplane.lib.wire import freqtrade
 from controlplane.lib.wire.columns import encode_row_json
 from tests.feeds import json_rows

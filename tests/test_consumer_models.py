@@ -44,7 +44,7 @@ def messages_of(exc: pytest.ExceptionInfo) -> list[str]:
 
 def test_it_accepts_the_defaults(consumer):
     consumer.full_clean()
-    assert consumer.settings_document() == {
+    assert consumer.settings().document() == {
         "wait_timeout": 300,
         "ping_timeout": 10,
         "sleep_time": 10,

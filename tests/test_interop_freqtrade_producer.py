@@ -24,9 +24,9 @@ from pandas.testing import assert_frame_equal
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from controlplane.lib.contracts import ConsumerSettings, Follow
 from controlplane.lib.feedclient.client import ProducerClient
 from controlplane.lib.feedclient.framestore import FrameStore
-from controlplane.lib.feedclient.settings import ConsumerSettings, Follow
 from tests.processes import ROOT, Stack
 
 pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.timeout(180)]

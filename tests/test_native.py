@@ -23,9 +23,9 @@ from pandas.testing import assert_frame_equal
 from websockets.asyncio.server import ServerConnection, serve
 
 from controlplane.lib import wire
+from controlplane.lib.contracts import ConsumerSettings, Follow
 from controlplane.lib.feedclient.client import ProducerClient
 from controlplane.lib.feedclient.framestore import FrameStore
-from controlplane.lib.feedclient.settings import ConsumerSettings, Follow
 from controlplane.lib.wire import freqtrade, native
 from controlplane.lib.wire.columns import EPOCH, ProtocolError, encode_row_json
 from controlplane.lib.wire.publish import (

@@ -24,6 +24,7 @@ from pandas.testing import assert_frame_equal
 from websockets.asyncio.server import serve
 
 from controlplane.lib import counters
+from controlplane.lib.contracts import ProducerDefinition
 from controlplane.lib.wire import freqtrade, publish
 from controlplane.lib.wire.columns import encode_row_json
 from controlplane.overview import build_status_snapshot
@@ -432,7 +433,8 @@ async def running(hub: FakeHub, document: dict):
         backoff_initial=0.05,
     )
     stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(config, document, stop))
+    definition = ProducerDefinition.from_document(document)
+    task = asyncio.create_task(relay.run(config, definition, stop))
     return stop, task
 
 

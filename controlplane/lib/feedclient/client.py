@@ -31,6 +31,12 @@ from websockets.typing import Subprotocol
 from controlplane.lib import wire
 from controlplane.lib.backoff import Backoff
 from controlplane.lib.candles import CANDLE_TYPES, timeframe_seconds
+from controlplane.lib.contracts import (
+    ConsumerSettings,
+    Follow,
+    FollowStatus,
+    PairStatus,
+)
 from controlplane.lib.feedclient.framestore import (
     FULL_FRAME_ROWS,
     FrameStore,
@@ -39,12 +45,6 @@ from controlplane.lib.feedclient.framestore import (
     Stored,
 )
 from controlplane.lib.feedclient.progress import LoadProgress
-from controlplane.lib.feedclient.settings import (
-    ConsumerSettings,
-    Follow,
-    FollowStatus,
-    PairStatus,
-)
 from controlplane.lib.hubclient import wait_or_stop
 from controlplane.lib.wire import freqtrade, native
 

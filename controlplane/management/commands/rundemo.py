@@ -24,6 +24,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from consumers.models import Consumer, Follow
+from controlplane.lib.contracts import FEED_PATH
 from producers.credentials import acting_as
 from producers.models import FeedToken, Producer
 
@@ -157,7 +158,7 @@ class Command(BaseCommand):
             f"\ncandlecast demo\n"
             f"  admin:     {base}/admin/   (log in as admin / {password})\n"
             f"  status:    {base}/status/  (live status page, same login)\n"
-            f"  feed:      ws://127.0.0.1:{port}/api/v1/message/ws\n"
+            f"  feed:      ws://127.0.0.1:{port}{FEED_PATH}\n"
             f"  ws_token:  {token}\n"
             f"  producer:  {producer.name}: {len(producer.pairs)} pairs, "
             f"{producer.timeframe}, strategy {producer.strategy}\n"

@@ -1,0 +1,497 @@
+"""The documents the hub and its workers exchange over HTTP, written once for both.
+
+Workers import no ORM and may run on another host: they read what to run from the hub
+and report their state back. Each document has one type here. The hub builds it from
+its models and the worker parses it (``from_document``), or the worker builds it and
+the hub parses it (``parse_*``). A malformed document raises ContractError (a
+ValueError) whose message names the field.
+
+| document | route | built by | read by |
+|---|---|---|---|
+| ConsumerConfig | GET CONSUMER_CONFIG | consumers.models | consumers.worker |
+| its freqtrade_document | GET CONSUMER_FREQTRADE_CONFIG | consumers.models | a bot |
+| ConsumerStatus | POST CONSUMER_STATUS | consumers.worker | consumers.views |
+| ProducerDefinition | GET PRODUCER_CONFIG | producers.models | producers.worker |
+| UpstreamStatus | POST PRODUCER_STATUS | producers.relay | producers.views |
+
+Pure module: no Django.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, NotRequired, TypedDict, cast
+from urllib.parse import quote
+
+### Routes
+
+FEED_PATH = "/api/v1/message/ws"
+PUBLISH_PATH = "/api/v1/publish/ws"
+CONSUMER_CONFIG = "/api/v1/consumer/config"
+CONSUMER_FREQTRADE_CONFIG = "/api/v1/consumer/freqtrade-config"
+CONSUMER_STATUS = "/api/v1/consumer/status"
+PRODUCER_CONFIG = "/api/v1/producers/{name}/config"
+PRODUCER_STATUS = "/api/v1/producers/{name}/status"
+
+
+def route(path: str) -> str:
+    """``path`` as a Django URL pattern: no leading slash, ``{name}`` a slug."""
+    return path.lstrip("/").replace("{name}", "<slug:name>")
+
+
+def url(base: str, path: str, **names: str) -> str:
+    """The absolute URL of ``path`` on the hub at ``base`` (http(s)://host:port)."""
+    quoted = {k: quote(v, safe="") for k, v in names.items()}
+    return base.rstrip("/") + path.format(**quoted)
+
+
+class ContractError(ValueError):
+    """A document does not have the shape its contract says."""
+
+
+### The consumer's config
+
+Kind = Literal["candlecast", "freqtrade"]
+KINDS: tuple[Kind, ...] = ("candlecast", "freqtrade")
+
+
+class SettingsDocument(TypedDict):
+    wait_timeout: float
+    ping_timeout: float
+    sleep_time: float
+    remove_entry_exit_signals: bool
+    initial_candle_limit: int
+    message_size_limit: int
+    max_signal_age: float | None
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """A consumer's settings, with FreqTrade's names and units."""
+
+    wait_timeout: float = 300.0
+    ping_timeout: float = 10.0
+    sleep_time: float = 10.0
+    remove_entry_exit_signals: bool = False
+    initial_candle_limit: int = 1500
+    message_size_limit: int = 8  # MiB
+    max_signal_age: float | None = None  # ours: FreqTrade has no such setting
+
+    @property
+    def link(self) -> tuple:
+        """The settings a live link depends on: changing one reconnects."""
+        return (
+            self.wait_timeout,
+            self.ping_timeout,
+            self.initial_candle_limit,
+            self.message_size_limit,
+        )
+
+    def document(self) -> SettingsDocument:
+        return cast(SettingsDocument, asdict(self))
+
+    @classmethod
+    def from_document(cls, raw: object) -> ConsumerSettings:
+        fields = _object(raw, "settings")
+        age = fields.get("max_signal_age")
+        return cls(
+            wait_timeout=_number(fields, "wait_timeout", "settings"),
+            ping_timeout=_number(fields, "ping_timeout", "settings"),
+            sleep_time=_number(fields, "sleep_time", "settings"),
+            remove_entry_exit_signals=_typed(
+                fields, "remove_entry_exit_signals", bool, "settings"
+            ),
+            initial_candle_limit=_count(fields, "initial_candle_limit", "settings"),
+            message_size_limit=_count(fields, "message_size_limit", "settings"),
+            max_signal_age=(
+                None if age is None else _number(fields, "max_signal_age", "settings")
+            ),
+        )
+
+
+class FreqtradeProducer(TypedDict):
+    """One entry of FreqTrade's external_message_consumer.producers."""
+
+    name: str
+    host: str
+    port: int
+    secure: bool
+    ws_token: str
+
+
+class FollowDocument(FreqtradeProducer):
+    kind: Kind
+
+
+@dataclass(frozen=True)
+class Follow:
+    """One followed producer: where its feed is and the token it takes."""
+
+    name: str
+    kind: Kind
+    host: str
+    port: int
+    secure: bool
+    ws_token: str = field(repr=False)
+
+    @property
+    def endpoint(self) -> tuple:
+        return (self.kind, self.host, self.port, self.secure)
+
+    @property
+    def display_url(self) -> str:
+        """The feed URL without any credential, for logs."""
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # FreqTrade forgets this for IPv6 (§2)
+        scheme = "wss" if self.secure else "ws"
+        return f"{scheme}://{host}:{self.port}{FEED_PATH}"
+
+    def url(self) -> str:
+        # FreqTrade bots only read ?token= (and do not encode it; we do, §13).
+        if self.kind == "freqtrade":
+            return f"{self.display_url}?token={quote(self.ws_token, safe='')}"
+        return self.display_url
+
+    def headers(self) -> dict[str, str]:
+        # Our hub takes the token in a header, which no access log records.
+        if self.kind == "freqtrade":
+            return {}
+        return {"Authorization": f"Bearer {self.ws_token}"}
+
+    def document(self) -> FollowDocument:
+        return cast(FollowDocument, asdict(self))
+
+    def freqtrade_document(self) -> FreqtradeProducer:
+        document = dict(self.document())
+        del document["kind"]
+        return cast(FreqtradeProducer, document)
+
+    @classmethod
+    def from_document(cls, raw: object, where: str = "producer") -> Follow:
+        fields = _object(raw, where)
+        kind = fields.get("kind")
+        if kind not in KINDS:
+            raise ContractError(
+                f"{where}.kind is {kind!r}, not one of {', '.join(KINDS)}"
+            )
+        return cls(
+            name=_typed(fields, "name", str, where),
+            kind=cast(Kind, kind),
+            host=_typed(fields, "host", str, where),
+            port=_count(fields, "port", where),
+            secure=_typed(fields, "secure", bool, where),
+            ws_token=_typed(fields, "ws_token", str, where),
+        )
+
+
+class ConfigDocument(TypedDict):
+    name: str
+    settings: SettingsDocument
+    producers: list[FollowDocument]
+    version: str
+
+
+class ExternalMessageConsumer(TypedDict):
+    enabled: bool
+    producers: list[FreqtradeProducer]
+    wait_timeout: float
+    ping_timeout: float
+    sleep_time: float
+    remove_entry_exit_signals: bool
+    initial_candle_limit: int
+    message_size_limit: int
+
+
+class FreqtradeConfig(TypedDict):
+    external_message_consumer: ExternalMessageConsumer
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """What a consumer worker runs: its settings and the producers it follows."""
+
+    name: str
+    settings: ConsumerSettings
+    follows: dict[str, Follow]  # by name, in the admin's order
+    version: str = ""  # as the document carried it; document() computes its own
+
+    def document(self) -> ConfigDocument:
+        settings = self.settings.document()
+        producers = [follow.document() for follow in self.follows.values()]
+        return {
+            "name": self.name,
+            "settings": settings,
+            "producers": producers,
+            "version": document_version(settings, producers),
+        }
+
+    def freqtrade_document(self) -> FreqtradeConfig:
+        """FreqTrade's external_message_consumer section, for a FreqTrade bot."""
+        settings = dict(self.settings.document())
+        del settings["max_signal_age"]
+        section = {
+            "enabled": True,
+            "producers": [f.freqtrade_document() for f in self.follows.values()],
+            **settings,
+        }
+        return {"external_message_consumer": cast(ExternalMessageConsumer, section)}
+
+    @classmethod
+    def from_document(cls, raw: object) -> ConsumerConfig:
+        fields = _object(raw, "the config")
+        items = fields.get("producers")
+        if not isinstance(items, list):
+            raise ContractError("producers must be a list")
+        follows = [
+            Follow.from_document(item, f"producers[{i}]")
+            for i, item in enumerate(items)
+        ]
+        return cls(
+            name=_typed(fields, "name", str, "the config"),
+            settings=ConsumerSettings.from_document(fields.get("settings")),
+            follows={follow.name: follow for follow in follows},
+            version=str(fields.get("version", "")),
+        )
+
+
+def document_version(settings: SettingsDocument, producers: list) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of settings+producers."""
+    canonical = json.dumps(
+        {"settings": settings, "producers": producers},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+### The consumer's status
+
+
+class PairStatus(TypedDict):
+    last_candle: str | None  # ISO 8601
+    rows: int
+
+
+class FollowStatus(TypedDict):
+    connected: bool
+    reconnects: int
+    last_error: str | None
+    pairs: dict[str, PairStatus]
+
+
+class ConsumerStatus(TypedDict):
+    started: str  # ISO 8601
+    producers: dict[str, FollowStatus]  # by follow name
+    signals: NotRequired[dict[str, Any]]  # the strategy's last signals, by pair
+
+
+def parse_consumer_status(body: bytes) -> ConsumerStatus:
+    """A consumer worker's status report, checked."""
+    report = _object(_json(body), "the body")
+    if not isinstance(report.get("started"), str):
+        raise ContractError(
+            "'started' must be the worker's start time as an ISO string"
+        )
+    producers = report.get("producers")
+    if not isinstance(producers, dict):
+        raise ContractError("'producers' must be an object keyed by follow name")
+    for name, follow in producers.items():
+        _check_follow_status(f"producers.{name}", follow)
+    return cast(ConsumerStatus, report)
+
+
+def _check_follow_status(where: str, follow: object) -> None:
+    if not isinstance(follow, dict):
+        raise ContractError(f"{where} must be an object")
+    if not isinstance(follow.get("connected"), bool):
+        raise ContractError(f"{where}.connected must be true or false")
+    if not _is_count(follow.get("reconnects", 0)):
+        raise ContractError(f"{where}.reconnects must be a whole number from 0")
+    if not isinstance(follow.get("last_error"), str | None):
+        raise ContractError(f"{where}.last_error must be a string or null")
+    pairs = follow.get("pairs", {})
+    if not isinstance(pairs, dict):
+        raise ContractError(f"{where}.pairs must be an object keyed by pair")
+    for pair, state in pairs.items():
+        if not isinstance(state, dict) or not _is_count(state.get("rows", 0)):
+            raise ContractError(
+                f"{where}.pairs.{pair} must be an object whose rows is "
+                "a whole number from 0"
+            )
+        if not isinstance(state.get("last_candle"), str | None):
+            raise ContractError(
+                f"{where}.pairs.{pair}.last_candle must be an ISO string or null"
+            )
+
+
+### The producer's definition
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The FreqTrade bot a relaying producer follows."""
+
+    host: str
+    port: int
+    secure: bool
+    ws_token: str = field(repr=False)
+
+    def follow(self, name: str) -> Follow:
+        return Follow(
+            name, "freqtrade", self.host, self.port, self.secure, self.ws_token
+        )
+
+
+@dataclass(frozen=True)
+class ProducerDefinition:
+    """What a producer worker runs."""
+
+    name: str
+    timeframe: str
+    candle_type: str
+    pairs: tuple[str, ...]  # empty for a relay: every pair the bot whitelists
+    strategy: str
+    source: str  # a candle source, or "freqtrade": relay a FreqTrade bot
+    source_options: dict[str, Any]
+    history: int  # rows kept per pair
+    upstream: Upstream | None = None  # only for a relay
+
+    @property
+    def relays(self) -> bool:
+        return self.source == "freqtrade"
+
+    def document(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["pairs"] = list(self.pairs)
+        if self.upstream is None:
+            del document["upstream"]
+        return document
+
+    @classmethod
+    def from_document(cls, raw: object) -> ProducerDefinition:
+        fields = _object(raw, "the definition")
+        where = "the definition"
+        pairs = fields.get("pairs")
+        if not isinstance(pairs, list) or not all(isinstance(p, str) for p in pairs):
+            raise ContractError("pairs must be a list of pairs")
+        options = fields.get("source_options")
+        if not isinstance(options, dict):
+            raise ContractError("source_options must be an object")
+        upstream = fields.get("upstream")
+        return cls(
+            name=_typed(fields, "name", str, where),
+            timeframe=_typed(fields, "timeframe", str, where),
+            candle_type=_typed(fields, "candle_type", str, where),
+            pairs=tuple(pairs),
+            strategy=_typed(fields, "strategy", str, where),
+            source=_typed(fields, "source", str, where),
+            source_options=options,
+            history=_count(fields, "history", where),
+            upstream=None if upstream is None else _upstream(upstream),
+        )
+
+
+def _upstream(raw: object) -> Upstream:
+    fields = _object(raw, "upstream")
+    return Upstream(
+        host=_typed(fields, "host", str, "upstream"),
+        port=_count(fields, "port", "upstream"),
+        secure=_typed(fields, "secure", bool, "upstream"),
+        ws_token=_typed(fields, "ws_token", str, "upstream"),
+    )
+
+
+### The relay's upstream status
+
+
+class UpstreamStatus(TypedDict):
+    """What a relay reports about the FreqTrade bot it follows."""
+
+    url: str  # the bot's feed URL, without the token
+    connected: bool
+    since: str | None  # ISO 8601: connected since, or down since
+    reconnects: int
+    last_error: str | None
+    refused: bool  # the bot refused the ws_token
+    mismatch: str | None  # the bot's keys do not match the definition
+    whitelist: list[str]  # the relayed pairs
+    pairs_held: int
+    newest_candle: str | None  # ISO 8601
+
+
+_UPSTREAM_FIELDS: dict[str, tuple[type, ...]] = {
+    "url": (str,),
+    "connected": (bool,),
+    "since": (str, type(None)),
+    "reconnects": (int,),
+    "last_error": (str, type(None)),
+    "refused": (bool,),
+    "mismatch": (str, type(None)),
+    "pairs_held": (int,),
+    "newest_candle": (str, type(None)),
+}
+
+
+def parse_upstream_status(body: bytes) -> UpstreamStatus:
+    """A relay's report, checked; only the contract's fields are kept."""
+    report = _object(_json(body), "the body")
+    for name, types in _UPSTREAM_FIELDS.items():
+        value = report.get(name)
+        if not isinstance(value, types) or (types == (int,) and value < 0):
+            names = " or ".join(
+                "null" if t is type(None) else t.__name__ for t in types
+            )
+            raise ContractError(f"'{name}' must be {names.replace('int', 'a count')}")
+    pairs = report.get("whitelist")
+    if not isinstance(pairs, list) or not all(isinstance(p, str) for p in pairs):
+        raise ContractError("'whitelist' must be a list of pairs")
+    kept = {name: report[name] for name in (*_UPSTREAM_FIELDS, "whitelist")}
+    return cast(UpstreamStatus, kept)
+
+
+### Checks
+
+
+def _json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ContractError(f"the body is not JSON ({exc})") from None
+
+
+def _object(raw: object, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ContractError(f"{where} must be a JSON object")
+    return raw
+
+
+def _typed(fields: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    value = fields.get(name)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        wanted = {str: "a string", bool: "true or false"}.get(kind, kind.__name__)
+        state = "missing" if name not in fields else f"{value!r}"
+        raise ContractError(f"{where}.{name} must be {wanted} ({state})")
+    return value
+
+
+def _number(fields: dict[str, Any], name: str, where: str) -> float:
+    value = fields.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        state = "missing" if name not in fields else f"{value!r}"
+        raise ContractError(f"{where}.{name} must be a number ({state})")
+    return value  # an int stays an int: the document (and its version) is unchanged
+
+
+def _count(fields: dict[str, Any], name: str, where: str) -> int:
+    value = fields.get(name)
+    if not _is_count(value):
+        state = "missing" if name not in fields else f"{value!r}"
+        raise ContractError(f"{where}.{name} must be a whole number from 0 ({state})")
+    return value  # type: ignore[return-value]
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
