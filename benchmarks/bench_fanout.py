@@ -473,11 +473,8 @@ async def record(
     The raw server replays exactly these bytes, so raw and hub rows of the table
     move the same messages. The client's requests are a real ProducerClient's.
     """
-    from controlplane.lib.feedclient.client import (
-        ConsumerSettings,
-        Follow,
-        ProducerClient,
-    )
+    from controlplane.lib.contracts import ConsumerSettings, Follow
+    from controlplane.lib.feedclient.client import ProducerClient
     from controlplane.lib.feedclient.framestore import FrameStore
 
     form = mode.removeprefix("raw-")

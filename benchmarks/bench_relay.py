@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from websockets.asyncio.client import connect  # noqa: E402
 
 from benchmarks.bench_consumer import cpu_seconds, load_average  # noqa: E402
-from controlplane.lib.feedclient.client import request_text  # noqa: E402
+from controlplane.lib.feedclient.requests import request_text  # noqa: E402
 from controlplane.lib.wire import freqtrade  # noqa: E402
 from tests import processes  # noqa: E402
 from tests.processes import ROOT, Stack  # noqa: E402

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from controlplane.lib import backoff as backoff_module
 from controlplane.lib.backoff import Backoff
 from controlplane.lib.contracts import ConsumerSettings, Follow
-from controlplane.lib.feedclient import client as client_module
+from controlplane.lib.feedclient import dispatch as dispatch_module
 from controlplane.lib.feedclient.client import ProducerClient, link_backoff
 from controlplane.lib.feedclient.framestore import FrameStore
 from controlplane.lib.wire import freqtrade
@@ -408,14 +408,14 @@ async def test_it_decodes_big_frames_off_the_event_loop(monkeypatch):
         return decode(text, **options)
 
     monkeypatch.setattr(freqtrade, "decode_message", spy)
-    monkeypatch.setattr(client_module, "OFFLOAD_BYTES", 64 * 1024)
+    monkeypatch.setattr(dispatch_module, "OFFLOAD_BYTES", 64 * 1024)
     async with (
         FakeProducer(rows=500) as fake,
         following(fake.follow(), fast()) as client,
     ):
         await eventually(lambda: loaded(client))
         assert len(frame_message("BTC/USDT", fake.frames["BTC/USDT"])) > (
-            client_module.OFFLOAD_BYTES
+            dispatch_module.OFFLOAD_BYTES
         )
     main = threading.main_thread().name
     assert threads[0] == main  # the small whitelist, on the loop

@@ -4,12 +4,12 @@ Speaks the consumer side of FreqTrade's feed protocol (shared/PROTOCOL-freqtrade
 §5-§9) to candlecast hubs and real FreqTrade bots alike, without FreqTrade's faults
 (§14): a backoff with jitter after every disconnect, gap-fill requests that survive
 reconnects, an over-size frame handled without a reconnect loop, big frames decoded off
-the event loop so other producers keep flowing.
+the event loop so other producers keep flowing. This module keeps the link; requests.py
+says what to ask for, dispatch.py what to do with each message.
 
-On every connect it also offers the ``candlecast.v1`` subprotocol
-(controlplane/lib/wire/native.py):
-a candlecast hub selects it and sends one binary message per tick with every pair's
-new rows, exact to the bit; a FreqTrade bot or an older hub selects nothing, and the
+On every connect it also offers the ``candlecast.v1`` subprotocol (wire/native.py): a
+candlecast hub selects it and sends one binary message per tick with every pair's new
+rows, exact to the bit; a FreqTrade bot or an older hub selects nothing, and the
 link speaks FreqTrade's protocol, unchanged. Either way each frame reaches the
 FrameStore through the same steps (gap detection, requests, on_stored).
 """
@@ -20,7 +20,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -30,35 +29,26 @@ from websockets.typing import Subprotocol
 
 from controlplane.lib import wire
 from controlplane.lib.backoff import Backoff
-from controlplane.lib.candles import CANDLE_TYPES, timeframe_seconds
 from controlplane.lib.contracts import (
     ConsumerSettings,
     Follow,
     FollowStatus,
     PairStatus,
 )
+from controlplane.lib.feedclient.dispatch import Dispatch
 from controlplane.lib.feedclient.framestore import (
-    FULL_FRAME_ROWS,
     FrameStore,
-    Key,
-    Missing,
     Stored,
 )
-from controlplane.lib.feedclient.progress import LoadProgress
+from controlplane.lib.feedclient.requests import Requests
 from controlplane.lib.hubclient import wait_or_stop
-from controlplane.lib.wire import freqtrade, native
+from controlplane.lib.wire import native
 
 logger = logging.getLogger(__name__)
 
-MAX_ROWS = freqtrade.MAX_LIMIT
-# Frames above this are decoded (and stored) in a thread: a 400-column frame takes
-# ~100 ms to decode, which would stall every other producer on the loop.
-OFFLOAD_BYTES = 256 * 1024
 # A link that stayed up this long was healthy: the next backoff starts again at
 # sleep_time. A link that keeps dying young backs off further each time.
 STABLE_SECONDS = 60.0
-# A gap-fill request already sent on this link is not repeated for this long.
-REQUEST_RETRY_SECONDS = 30.0
 BACKOFF_CAP_SECONDS = 300.0
 MIN_SLEEP = 0.01  # never reconnect instantly, even with sleep_time 0
 OPEN_TIMEOUT = 10.0
@@ -77,11 +67,6 @@ def link_backoff(sleep_time: float) -> Backoff:
 def _bounds(sleep_time: float) -> tuple[float, float]:
     initial = max(sleep_time, MIN_SLEEP)
     return initial, min(10 * initial, BACKOFF_CAP_SECONDS)
-
-
-def request_text(kind: str, data: Any = None) -> str:
-    message = {"type": kind} if data is None else {"type": kind, "data": data}
-    return orjson.dumps(message).decode()
 
 
 class ProducerClient:
@@ -111,13 +96,10 @@ class ProducerClient:
         self.connected = False
         self.reconnects = 0
         self.last_error: str | None = None
-        self.dropped: dict[str, int] = {}
-        # After a frame over message_size_limit: request at most this many rows.
-        self.row_cap: int | None = None
-        self.progress = LoadProgress(follow.name)
-        self._pending: dict[str, int] = {}  # pair -> limit; outlives any link
-        self._in_flight: dict[str, tuple[int, float]] = {}  # this link's requests
-        self._listed = False  # this link's first whitelist arrived
+        self.requests = Requests(follow.name, settings.initial_candle_limit)
+        self.dispatch = Dispatch(
+            follow.name, store, self.requests, on_stored, self._error
+        )
         self._ws: ClientConnection | None = None
         self._wake = asyncio.Event()
         self._closing = False
@@ -127,6 +109,16 @@ class ProducerClient:
     @property
     def name(self) -> str:
         return self.follow.name
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Messages dropped, by reason."""
+        return self.dispatch.dropped
+
+    @property
+    def row_cap(self) -> int | None:
+        """After a frame over message_size_limit: request at most this many rows."""
+        return self.requests.row_cap
 
     ### Lifecycle
 
@@ -163,10 +155,11 @@ class ProducerClient:
         )
         new_token = follow.ws_token != self.follow.ws_token
         self.follow, self.settings = follow, settings
+        self.requests.initial_limit = settings.initial_candle_limit
         self.store.remove_entry_exit_signals = settings.remove_entry_exit_signals
         self.backoff.configure(*_bounds(settings.sleep_time))
         if relink:
-            self.row_cap, self._relink = None, True
+            self.requests.row_cap, self._relink = None, True
             self._wake.set()
             if self._ws is not None:
                 await self._ws.close(
@@ -296,14 +289,12 @@ class ProducerClient:
         # FreqTrade reconnects and asks for the same frame forever (§14.2). We wait at
         # the cap and ask for half as many rows per pair each time instead.
         limit = self.settings.message_size_limit
-        self.row_cap = max(
-            1, (self.row_cap or self.settings.initial_candle_limit or MAX_ROWS) // 2
-        )
+        cap = self.requests.halve()
         self._error(
             f"a frame was larger than message_size_limit ({limit} MiB); raise "
             "message_size_limit in the consumer's settings in the admin (up "
             "to 20 MiB), or have the producer send fewer columns; meanwhile "
-            f"requesting at most {self.row_cap} rows per pair",
+            f"requesting at most {cap} rows per pair",
             error=True,
         )
         return self.backoff.at_cap()
@@ -327,14 +318,13 @@ class ProducerClient:
     ### The protocol
 
     async def _follow(self, ws: ClientConnection) -> None:
-        self._in_flight.clear()
-        self._listed = False
-        self.progress = LoadProgress(self.name)
-        for text in self.opening_requests():
+        self.requests.new_link()
+        self.dispatch.new_link()
+        for text in self.requests.opening():
             await ws.send(text)
         for missing in self.store.outstanding():  # requests the last link lost
-            self._queue(missing)
-        await self._flush(ws)
+            self.requests.queue(missing)
+        await self.requests.flush(ws)
         while True:
             try:
                 text = await asyncio.wait_for(ws.recv(), self.settings.wait_timeout)
@@ -342,19 +332,14 @@ class ProducerClient:
                 await self._ping(ws)
                 continue
             await self.handle(text)
-            await self._flush(ws)
+            await self.requests.flush(ws)
 
     def opening_requests(self) -> list[str]:
-        """subscribe, whitelist, analyzed_df: FreqTrade's three, minus its 0.5 s gaps.
+        return self.requests.opening()
 
-        Unlike FreqTrade we honour initial_candle_limit (0 asks for the whole frame).
-        """
-        limit = self._capped(self.settings.initial_candle_limit)
-        return [
-            request_text("subscribe", ["whitelist", "analyzed_df"]),
-            request_text("whitelist"),
-            request_text("analyzed_df", {"limit": limit, "pair": None}),
-        ]
+    async def handle(self, text: str | bytes) -> None:
+        """Act on one message from the producer (see dispatch.py)."""
+        await self.dispatch.handle(text, self.protocol)
 
     async def _ping(self, ws: ClientConnection) -> None:
         # A FreqTrade producer never pings (§2): silence may be a dead link.
@@ -367,180 +352,6 @@ class ProducerClient:
                 f"{self.settings.wait_timeout:g} s without a message"
             ) from None
         logger.debug("%s: still alive, latency %.0f ms", self.name, latency * 1000)
-
-    async def handle(self, text: str | bytes) -> None:
-        """Act on one message from the producer; a bad one is dropped and logged."""
-        if isinstance(text, bytes) and self.protocol == native.SUBPROTOCOL:
-            await self._native(text)
-            return
-        offload = len(text) > OFFLOAD_BYTES
-        try:
-            message = await _decoded(freqtrade.decode_message, text, offload)
-        except (ValueError, TypeError, OverflowError) as exc:  # ProtocolError, pandas
-            self._drop(
-                "malformed",
-                f"dropped a malformed message ({exc}); the producer "
-                "sends frames this worker cannot read: check that it is a "
-                "FreqTrade or candlecast producer of a supported version",
-            )
-            return
-        kind, data = message["type"], message.get("data")
-        if kind not in freqtrade.MESSAGE_TYPES:
-            self._drop(
-                "invalid-type",
-                f"dropped a message of unknown type {kind!r}; "
-                "nothing to do unless the producer misbehaves otherwise",
-            )
-        elif kind in ("whitelist", "analyzed_df", "exception") and not data:
-            self._drop(
-                "empty",
-                f"dropped a {kind} message without data; the producer "
-                "may have nothing to send yet",
-            )
-        elif kind == "whitelist":
-            self.store.set_whitelist(data)
-            self.progress.expect(data)
-            self._expect_opening_reply(data)
-        elif kind == "analyzed_df":
-            await self._frame(data, offload)
-        elif kind == "exception":
-            self._drop(
-                f"exception:{str(data)[:200]}",
-                f"the producer answered an error: {str(data)[:200]}",
-            )
-        else:
-            logger.debug("%s: ignored a %s message", self.name, kind)
-
-    async def _native(self, data: bytes) -> None:
-        """One native message: a tick (every pair's new rows) or a reply.
-
-        Its whitelist and frames go the FreqTrade path's way, frame by frame.
-        """
-        offload = len(data) > OFFLOAD_BYTES
-        try:
-            message = await _decoded(native.decode, data, offload)
-        except (ValueError, TypeError, OverflowError) as exc:  # ProtocolError, pandas
-            self._drop(
-                "malformed",
-                f"dropped a malformed {native.SUBPROTOCOL} message ({exc}); the "
-                "hub sends frames this worker cannot read: check that hub and "
-                "worker run the same candlecast version",
-            )
-            return
-        whitelist = message["whitelist"]
-        if whitelist is not None:
-            self.store.set_whitelist(whitelist)
-            self.progress.expect(whitelist)
-            self._expect_opening_reply(whitelist)
-        for frame in message["frames"]:
-            await self._frame(frame, offload)
-
-    async def _frame(
-        self, data: freqtrade.DecodedAnalyzedDf | native.DecodedFrame, offload: bool
-    ) -> None:
-        key = tuple(data["key"])
-        pair = key[0]
-        if not self._known_key(key):
-            return
-        if self._unasked_first(key, data["df"]):
-            # A broadcast row for a pair we hold nothing of (its history reached the
-            # hub after our opening request, or the pair is new): ask for the
-            # history, as FreqTrade does, rather than keep one row as if it were all.
-            self._queue(Missing(key, self._opening_limit()))
-            return
-        try:
-            if offload:
-                result = await asyncio.to_thread(
-                    self.store.apply, key, data["df"], data["la"]
-                )
-            else:
-                result = self.store.apply(key, data["df"], data["la"])
-        except Exception as exc:  # one bad frame must not end the link
-            self._drop("bad-frame", f"dropped a frame for {pair} ({exc})")
-            return
-        if isinstance(result, Missing):
-            self._queue(result)
-            return
-        self._in_flight.pop(pair, None)
-        self.progress.loaded(pair, 0 if result is None else result.rows)
-        if result is not None and self.on_stored is not None:
-            self.on_stored(self.name, result)
-
-    def _expect_opening_reply(self, pairs: list[str]) -> None:
-        """The link's first whitelist names the pairs our opening request answers."""
-        if self._listed:
-            return
-        self._listed = True
-        sent = (self._opening_limit(), time.monotonic())
-        for pair in pairs:
-            self._in_flight.setdefault(pair, sent)
-
-    def _unasked_first(self, key: Key, df: Any) -> bool:
-        """A short frame for a key with nothing stored and no request of ours."""
-        return (
-            0 < len(df) < FULL_FRAME_ROWS
-            and key[0] not in self._in_flight
-            and key not in self.store
-        )
-
-    def _known_key(self, key: tuple) -> bool:
-        try:
-            timeframe_seconds(key[1])
-        except ValueError as exc:
-            self._drop(
-                "bad-key",
-                f"dropped a frame for {key[0]}: {exc}; the producer "
-                "publishes a timeframe this worker cannot follow",
-            )
-            return False
-        if key[2] not in CANDLE_TYPES:
-            self._drop(
-                "bad-key",
-                f"dropped a frame for {key[0]}: candle type "
-                f"{key[2]!r} is not one of {', '.join(CANDLE_TYPES)}",
-            )
-            return False
-        return True
-
-    def _drop(self, kind: str, text: str) -> None:
-        """Log a dropped message once per kind (later ones at debug), and count it."""
-        if kind not in self.dropped and len(self.dropped) >= 100:
-            kind = "other"  # distinct error texts must not grow this without bound
-        self.dropped[kind] = self.dropped.get(kind, 0) + 1
-        if self.dropped[kind] == 1:
-            self._error(text)
-        else:
-            logger.debug("%s: %s", self.name, text)
-
-    ### Gap-fill requests: queued per pair, kept until sent, re-sent after reconnects
-
-    def _opening_limit(self) -> int:
-        return self._capped(self.settings.initial_candle_limit) or MAX_ROWS
-
-    def _capped(self, limit: int) -> int:
-        if self.row_cap is None:
-            return limit
-        return min(limit or MAX_ROWS, self.row_cap)
-
-    def _queue(self, missing: Missing) -> None:
-        pair, limit = missing.key[0], self._capped(missing.limit)
-        sent = self._in_flight.get(pair)
-        if (
-            sent
-            and sent[0] >= limit
-            and time.monotonic() - sent[1] < REQUEST_RETRY_SECONDS
-        ):
-            return  # asked already; the answer is on its way
-        self._pending[pair] = max(self._pending.get(pair, 0), limit)
-
-    async def _flush(self, ws: ClientConnection) -> None:
-        while self._pending:
-            pair, limit = next(iter(self._pending.items()))
-            await ws.send(request_text("analyzed_df", {"limit": limit, "pair": pair}))
-            # Removed only once sent: a request never vanishes with a dropped link.
-            del self._pending[pair]
-            self._in_flight[pair] = (limit, time.monotonic())
-            logger.info("%s: requesting %d candles of %s", self.name, limit, pair)
 
     ### Status
 
@@ -561,14 +372,6 @@ class ProducerClient:
             "last_error": self.last_error,
             "pairs": pairs,
         }
-
-
-async def _decoded(decode: Callable[..., Any], data: Any, offload: bool) -> Any:
-    """``decode(data)`` with frames as Rows (the FrameStore builds DataFrames when
-    they are read), in a thread when ``offload``: other producers keep flowing."""
-    if offload:
-        return await asyncio.to_thread(decode, data, as_rows=True)
-    return decode(data, as_rows=True)
 
 
 def _describe(exc: BaseException) -> str:
