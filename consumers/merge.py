@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 from pandas import DataFrame
 
-from controlplane.lib.candles import timeframe_seconds
+from controlplane.lib.candles import candle_length, timeframe_seconds
 
 MERGE_COLUMN = "date_merge"
 
@@ -80,16 +80,7 @@ def _merge_dates(
     dates = informative[date_column]
     if longer == base or informative.empty:
         return dates
-    return dates + _length(timeframe_inf) - _length(timeframe)
-
-
-def _length(timeframe: str) -> pd.DateOffset | pd.Timedelta:
-    """One candle as something to add to a candle open date."""
-    if timeframe.endswith("M"):
-        return pd.offsets.MonthBegin(int(timeframe[:-1]))
-    if timeframe.endswith("y"):
-        return pd.offsets.YearBegin(int(timeframe[:-1]))
-    return pd.Timedelta(seconds=timeframe_seconds(timeframe))
+    return dates + candle_length(timeframe_inf) - candle_length(timeframe)
 
 
 def _label(timeframe_inf: str, append_timeframe: bool, suffix: str | None) -> str:

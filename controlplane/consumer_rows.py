@@ -14,7 +14,7 @@ from django.conf import settings
 
 from consumers.models import Consumer, Follow
 from controlplane.lib import counterdocs
-from controlplane.lib.candles import timeframe_seconds
+from controlplane.lib.candles import epoch_ms, timeframe_ms
 from controlplane.lib.wording import duration, iso_ms, parse_iso
 from producers.models import FeedToken, Producer
 
@@ -215,12 +215,12 @@ def lag_rows(
             expected = expected_candle(found[1], pair, at)
         lag = None
         if expected is not None and mine is not None:
-            step = timeframe_seconds(found[0].timeframe) * 1000
-            lag = max(0, int((expected - mine * 1000) // step))
+            step = timeframe_ms(found[0].timeframe)
+            lag = max(0, (expected - epoch_ms(mine)) // step)
         rows.append(
             {
                 "pair": label,
-                "last_candle": iso_ms(None if mine is None else int(mine * 1000)),
+                "last_candle": iso_ms(None if mine is None else epoch_ms(mine)),
                 "producer_candle": iso_ms(expected),
                 "lag": lag,
                 "rows": int(state.get("rows") or 0),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from controlplane.lib import counterdocs
-from controlplane.lib.candles import timeframe_seconds
+from controlplane.lib.candles import timeframe_ms, timeframe_seconds
 from controlplane.lib.wording import duration, interval_words, iso_ms, parse_iso
 from producers.models import Producer
 
@@ -213,7 +213,7 @@ def pair_rows(
     newest = max(
         (doc["pairs"][p]["last"] for p in pairs if p in doc["pairs"]), default=None
     )
-    step_ms = timeframe_seconds(producer.timeframe) * 1000
+    step_ms = timeframe_ms(producer.timeframe)
     rows = []
     for pair in pairs:
         found = doc["pairs"].get(pair)

@@ -24,6 +24,7 @@ from controlplane.lib import contracts
 from controlplane.lib.candles import CANDLE_TYPES, timeframe_seconds
 from producers import groups, tokens
 from producers.credentials import Credential, CredentialQuerySet, KeyHolder
+from producers.sources.registry import options_help, source_choices
 
 PAIR = re.compile(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)?$")
 # FreqTrade's default port for its API server (and so its message websocket).
@@ -90,10 +91,12 @@ class StoredUpstreamStatus(TypedDict):
 
 
 class Producer(KeyHolder, models.Model):
-    class Source(models.TextChoices):
-        SYNTHETIC = "synthetic", "Synthetic random walk"
-        FILES = "files", "FreqTrade data files (download-data)"
-        FREQTRADE = "freqtrade", "FreqTrade bot (upstream)"
+    # The candle sources' registry, plus a FreqTrade bot (relayed, see producers.relay).
+    Source = models.TextChoices(  # type: ignore[misc]
+        "Source",
+        [(name.upper(), (name, label)) for name, label in source_choices()]
+        + [("FREQTRADE", ("freqtrade", "FreqTrade bot (upstream)"))],
+    )
 
     name = models.SlugField(max_length=64, unique=True)
     enabled = models.BooleanField(default=True)
@@ -118,10 +121,7 @@ class Producer(KeyHolder, models.Model):
     source_options = models.JSONField(
         default=dict,
         blank=True,
-        help_text=(
-            'Synthetic: {"seed": 1, "seconds_per_candle": 5} (fast clock for demos). '
-            'Files: {"datadir": "/path/to/user_data/data/binance"}.'
-        ),
+        help_text=options_help(),
     )
     history = models.PositiveIntegerField(
         default=1500, help_text="Candles loaded and analysed when the worker starts."

@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 import pandas as pd
 from pandas import DataFrame
 
-from controlplane.lib.candles import is_calendar_timeframe, timeframe_seconds
+# candle_close: re-exported for the data provider and scripts.
+from controlplane.lib.candles import candle_close as candle_close
+from controlplane.lib.candles import candle_steps
 from controlplane.lib.wire.rows import Rows
 
 Key = tuple[str, str, str]  # (pair, timeframe, candle_type)
@@ -77,32 +79,6 @@ def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
     stamp = pd.Timestamp(moment)
     # The wire protocol says naive datetimes are UTC.
     return stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp
-
-
-def candle_steps(earlier: datetime, later: datetime, timeframe: str) -> float:
-    """How many ``timeframe`` candles separate two candle open dates.
-
-    Months and years are counted on the calendar (a month is not 30 days), so 1M and
-    1y gaps are measured where FreqTrade's ``to_timedelta`` raises.
-    """
-    if is_calendar_timeframe(timeframe):
-        first, last = _utc(earlier), _utc(later)
-        months = (last.year - first.year) * 12 + (last.month - first.month)
-        per_candle = int(timeframe[:-1]) * (12 if timeframe.endswith("y") else 1)
-        return months / per_candle
-    delta = _utc(later) - _utc(earlier)
-    return delta.total_seconds() / timeframe_seconds(timeframe)
-
-
-def candle_close(open_date: datetime, timeframe: str) -> pd.Timestamp:
-    """When the candle that opened at ``open_date`` closes (calendar-aware)."""
-    start = _utc(open_date)
-    count = int(timeframe[:-1]) if is_calendar_timeframe(timeframe) else 0
-    if timeframe.endswith("M"):
-        return start + pd.DateOffset(months=count)
-    if timeframe.endswith("y"):
-        return start + pd.DateOffset(years=count)
-    return start + pd.Timedelta(seconds=timeframe_seconds(timeframe))
 
 
 def gap_limit(steps: int, max_rows: int) -> int:
