@@ -9,12 +9,14 @@ import functools
 import os
 import secrets
 import socket
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
 
 from producers.models import FeedToken, Producer
+from tests.processes import Stack
 
 
 def _service_reachable(url: str, default_port: int) -> bool:
@@ -181,6 +183,25 @@ def _close_socket_thread_connections(django_db_setup):
     from django.db import connections
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture
+def stack(tmp_path) -> Iterator[Stack]:
+    """A deployment of real processes (tests/processes.py), ended after the test."""
+    stack = Stack(tmp_path)
+    yield stack
+    stack.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report shows the log of every process its stacks started."""
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Stack):
+                report.sections.append(("process logs", value.logs()))
+    return report
 
 
 @pytest.fixture(scope="session")

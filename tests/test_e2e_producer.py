@@ -4,6 +4,7 @@ feed by a plain `websockets` client speaking FreqTrade's protocol."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import orjson
@@ -15,7 +16,6 @@ from websockets.asyncio.client import connect
 from controlplane.lib.wire import freqtrade
 from producers.sources import SyntheticSource
 from producers.strategies.sample import SampleStrategy
-from tests.processes import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -35,21 +35,9 @@ print(json.dumps({{"key": key, "token": token}}))
 
 
 @pytest.fixture
-def stack(tmp_path):
-    stack = Stack(tmp_path)
-    stack.manage("migrate")
-    secrets = stack.python(SETUP)
-    (tmp_path / "producer.key").write_text(secrets["key"])
-    stack.secrets = secrets
-    yield stack
-    stack.close()
-
-
-def start_producer(stack: Stack):
-    key_file = str(stack.tmp / "producer.key")
-    return stack.start(
-        "producer", "runproducer", "e2e", env={"CANDLECAST_PRODUCER_KEY_FILE": key_file}
-    )
+def secrets(stack) -> dict:
+    """The producer's key and a feed token."""
+    return stack.setup(SETUP)
 
 
 def expected_frame(pair: str, last: pd.Timestamp, rows: int = HISTORY) -> pd.DataFrame:
@@ -105,16 +93,10 @@ async def follow(url: str, token: str, exact: bool = True) -> tuple[dict, dict, 
     return whitelist, frames, {"analyzed_df": broadcast, "new_candle": new_candle}
 
 
-def test_it_serves_the_producer_worker_s_frames_over_the_feed(stack):
-    stack.start_hub()
-    producer = start_producer(stack)
-    try:
-        whitelist, frames, tick = asyncio.run(
-            follow(stack.feed_url, stack.secrets["token"])
-        )
-    except BaseException:
-        print(stack.logs())
-        raise
+def test_it_serves_the_producer_worker_s_frames_over_the_feed(stack, secrets):
+    stack.hub()
+    producer = stack.producer("e2e", secrets["key"])
+    whitelist, frames, tick = asyncio.run(follow(stack.feed_url, secrets["token"]))
     assert whitelist == {"type": "whitelist", "data": PAIRS}
     for pair, frame in frames.items():
         assert_frame_equal(
@@ -139,23 +121,19 @@ def test_it_serves_the_producer_worker_s_frames_over_the_feed(stack):
     assert producer.returncode == 0
 
 
-def test_it_republishes_history_to_a_restarted_hub(stack):
-    stack.start_hub()
-    start_producer(stack)
-    token = stack.secrets["token"]
-    try:
-        _, before, _ = asyncio.run(follow(stack.feed_url, token, exact=False))
-        stack.stop("hub")
-        time.sleep(1)
-        stack.start_hub()  # an empty in-memory store: the worker must refill it
-        # With Redis the old snapshot survives the restart and keeps growing with
-        # each tick: wait for at least the history, not exactly it.
-        _, after, _ = asyncio.run(follow(stack.feed_url, token, exact=False))
-    except BaseException:
-        print(stack.logs())
-        raise
+def test_it_republishes_history_to_a_restarted_hub(stack, secrets):
+    stack.hub()
+    stack.producer("e2e", secrets["key"])
+    token = secrets["token"]
+    _, before, _ = asyncio.run(follow(stack.feed_url, token, exact=False))
+    stack.stop("hub")
+    time.sleep(1)
+    stack.hub()  # an empty in-memory store: the worker must refill it
+    # With Redis the old snapshot survives the restart and keeps growing with
+    # each tick: wait for at least the history, not exactly it.
+    _, after, _ = asyncio.run(follow(stack.feed_url, token, exact=False))
     assert sorted(after) == sorted(PAIRS)
-    assert "reconnecting" in (stack.tmp / "producer.log").read_text()
+    assert "reconnecting" in stack.log("producer")
     for pair in PAIRS:
         # The republished history is what was sent before, row for row: consumers
         # that stayed and consumers that join after the restart agree.
@@ -166,20 +144,18 @@ def test_it_republishes_history_to_a_restarted_hub(stack):
         assert_frame_equal(new.loc[common], old.loc[common], check_exact=True)
 
 
-def test_it_stops_the_worker_with_status_2_for_a_wrong_key(stack):
-    stack.start_hub()
-    (stack.tmp / "producer.key").write_text("ccp_" + "x" * 40)
-    producer = start_producer(stack)
-    assert producer.wait(30) == 2
-    log = (stack.tmp / "producer.log").read_text()
-    assert "refused the producer key (403)" in log
+def test_it_stops_the_worker_with_status_2_for_a_wrong_key(stack, secrets):
+    stack.hub()
+    stack.producer("e2e", "ccp_" + "x" * 40)
+    assert stack.wait_exit("producer", 30) == 2
+    assert "refused the producer key (403)" in stack.log("producer")
 
 
-def test_it_never_logs_a_token(stack):
+def test_it_never_logs_a_token(stack, secrets):
     """FreqTrade clients put the token in the query string; no log line may show it."""
-    stack.start_hub()
-    start_producer(stack)
-    token = stack.secrets["token"]
+    stack.hub()
+    stack.producer("e2e", secrets["key"])
+    token = secrets["token"]
     asyncio.run(follow(stack.feed_url, token))
 
     async def refused():
@@ -194,16 +170,16 @@ def test_it_never_logs_a_token(stack):
     stack.stop("hub")
     logs = stack.logs()
     assert "WebSocket connected /api/v1/message/ws" in logs
-    assert token not in logs and stack.secrets["key"] not in logs
+    assert token not in logs and secrets["key"] not in logs
 
 
-def test_it_drops_an_oversized_frame_s_connection_and_keeps_serving(stack):
+def test_it_drops_an_oversized_frame_s_connection_and_keeps_serving(stack, secrets):
     """Daphne enforces the message size limit (8 MiB) on incoming frames: it fails
     the connection with 1009, often before the sender has finished writing."""
     from websockets.exceptions import ConnectionClosed
 
-    stack.start_hub()
-    url = f"{stack.feed_url}?token={stack.secrets['token']}"
+    stack.hub()
+    url = f"{stack.feed_url}?token={secrets['token']}"
 
     async def oversized() -> int | None:
         async with connect(url, max_size=None) as ws:
@@ -225,20 +201,14 @@ def test_it_drops_an_oversized_frame_s_connection_and_keeps_serving(stack):
 
 def test_it_refills_a_restarted_hub_without_waiting_for_a_candle(stack):
     """The worker notices the hub going away while it waits for the next candle."""
-    slow = stack.python(
+    slow = stack.setup(
         "import json\nfrom producers.models import FeedToken, Producer\n"
         f"p = Producer.objects.create(name='slow', pairs={PAIRS!r}, history=200,\n"
         "    source_options={'seed': 3, 'seconds_per_candle': 600})\n"
         "print(json.dumps({'key': p.issue_key(), 'token': FeedToken.issue(p)[1]}))"
     )
-    (stack.tmp / "slow.key").write_text(slow["key"])
-    stack.start_hub()
-    stack.start(
-        "producer",
-        "runproducer",
-        "slow",
-        env={"CANDLECAST_PRODUCER_KEY_FILE": str(stack.tmp / "slow.key")},
-    )
+    stack.hub()
+    stack.producer("slow", slow["key"])
 
     async def loaded() -> bool:
         async with connect(f"{stack.feed_url}?token={slow['token']}") as ws:
@@ -254,8 +224,7 @@ def test_it_refills_a_restarted_hub_without_waiting_for_a_candle(stack):
         return time.monotonic() - started
 
     wait_loaded(30)
-    stack.processes["hub"].kill()
-    stack.processes.pop("hub").wait()
-    stack.start_hub()
+    stack.stop("hub", signal.SIGKILL)
+    stack.hub()
     refilled = wait_loaded(20)  # the next candle is 600 s away
     print(f"restarted hub refilled {refilled:.1f} s after it answered")
