@@ -19,8 +19,9 @@ $(FREQTRADE_VENV)/.installed: scripts/freqtrade-venv
 run: $(VENV)/.installed
 	$(PY) manage.py rundemo
 
-# Both modes: the embedded default, then Redis + PostgreSQL on this machine.
-test: test-embedded test-scaleout
+# Lint and types first, then both modes: the embedded default, then Redis +
+# PostgreSQL on this machine.
+test: lint test-embedded test-scaleout
 
 test-embedded: $(VENV)/.installed $(FREQTRADE_VENV)/.installed
 	$(VENV)/bin/pytest
@@ -30,10 +31,11 @@ test-scaleout: $(VENV)/.installed $(FREQTRADE_VENV)/.installed
 	DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/candlecast} \
 	$(VENV)/bin/pytest
 
-lint: $(VENV)/.installed
+lint: typecheck
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
-# mypy over the apps (config in pyproject.toml). Not yet part of lint: see issue 11.
+# mypy over the apps, with django-stubs (config in pyproject.toml).
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Literal, TypedDict
+from typing import Literal, TypedDict, cast
 
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -313,7 +313,7 @@ class Follow(models.Model):
             )
 
     def save(self, *args, **kwargs) -> None:
-        if self.producer_id is None:
+        if self.producer is None:
             self._retire_feed_token()
         elif self.feed_token is None or self.feed_token.producer_id != self.producer_id:
             self._retire_feed_token()
@@ -332,10 +332,11 @@ class Follow(models.Model):
         self.feed_token = None
 
     def _token_chain(self) -> list[FeedToken]:
-        chain, token = [], self.feed_token
+        chain: list[FeedToken] = []
+        token = self.feed_token
         while token is not None and token not in chain:
             chain.append(token)
-            token = token.successor
+            token = cast(FeedToken | None, token.successor)  # a token's successor
         return chain
 
     def current_feed_token(self) -> FeedToken | None:

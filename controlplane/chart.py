@@ -69,10 +69,7 @@ def chart_data(columns: list[str], rows: list[list]) -> ChartData:
             price_like = _tracks(points, dict(zip(times, closes, strict=True)))
             (overlays if price_like else oscillators)[name] = points
     return {
-        "candles": [
-            (t, *(float(row[at[n]]) for n in OHLC))
-            for t, row in zip(times, rows, strict=True)
-        ],
+        "candles": [(t, *_ohlc(row, at)) for t, row in zip(times, rows, strict=True)],
         "volume": _series(times, rows, at.get("volume")),
         "overlays": overlays,
         "oscillators": oscillators,
@@ -128,3 +125,8 @@ def _number(value: object) -> bool:
         and not isinstance(value, bool)
         and math.isfinite(value)
     )
+
+
+def _ohlc(row: list, at: dict[str, int]) -> tuple[float, float, float, float]:
+    o, h, low, c = (float(row[at[name]]) for name in OHLC)
+    return o, h, low, c

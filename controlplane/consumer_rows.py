@@ -153,7 +153,7 @@ def follow_row(
     producers: dict[str, tuple[Producer, counterdocs.ProducerDoc | None]],
 ) -> FollowRow:
     reported = ((report or {}).get("producers") or {}).get(follow.name)
-    producer = follow.producer.name if follow.producer_id else None
+    producer = follow.producer.name if follow.producer is not None else None
     row: FollowRow = {
         "name": follow.name,
         "kind": follow.kind,
@@ -188,10 +188,10 @@ def follow_row(
 def follow_state(row: FollowRow) -> tuple[str, str]:
     if not row["connected"]:
         return "disconnected", f"not connected ({row['last_error'] or 'no error yet'})"
-    lagging = [r for r in row["pairs"] if r["lag"]]
-    if lagging:
-        worst = max(lagging, key=lambda r: r["lag"])
-        lag = worst["lag"]
+    lags = [(r["lag"], r) for r in row["pairs"] if r["lag"]]
+    if lags:
+        lag, worst = max(lags, key=lambda pair: pair[0])
+        lagging = [r for _, r in lags]
         return "lagging", (
             f"{lag} candle{'s' if lag > 1 else ''} behind the producer on "
             f"{worst['pair']}"
@@ -205,7 +205,7 @@ def lag_rows(
     found: tuple[Producer, counterdocs.ProducerDoc | None] | None,
     received: float | None,
 ) -> list[LagRow]:
-    rows = []
+    rows: list[LagRow] = []
     for label, state in sorted(pairs.items()):
         pair = label.split(" ")[0]  # "PAIR TIMEFRAME TYPE" when a pair has several
         mine = parse_iso(state.get("last_candle"))
@@ -214,7 +214,7 @@ def lag_rows(
             at = received - LAG_TOLERANCE_SECONDS
             expected = expected_candle(found[1], pair, at)
         lag = None
-        if expected is not None and mine is not None:
+        if found is not None and expected is not None and mine is not None:
             step = timeframe_ms(found[0].timeframe)
             lag = max(0, (expected - epoch_ms(mine)) // step)
         rows.append(

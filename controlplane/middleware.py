@@ -26,18 +26,14 @@ def _reported(request: HttpRequest, response: HttpResponse) -> None:
 
 @sync_and_async_middleware
 def status_reports(get_response):
-    if iscoroutinefunction(get_response):
+    async def async_middleware(request: HttpRequest) -> HttpResponse:
+        response = await get_response(request)
+        _reported(request, response)
+        return response
 
-        async def middleware(request: HttpRequest) -> HttpResponse:
-            response = await get_response(request)
-            _reported(request, response)
-            return response
+    def middleware(request: HttpRequest) -> HttpResponse:
+        response = get_response(request)
+        _reported(request, response)
+        return response
 
-    else:
-
-        def middleware(request: HttpRequest) -> HttpResponse:
-            response = get_response(request)
-            _reported(request, response)
-            return response
-
-    return middleware
+    return async_middleware if iscoroutinefunction(get_response) else middleware

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from controlplane.lib import counterdocs
+from controlplane.lib import contracts, counterdocs
 from controlplane.lib.candles import timeframe_ms, timeframe_seconds
 from controlplane.lib.wording import duration, interval_words, iso_ms, parse_iso
 from producers.models import Producer
@@ -155,7 +155,9 @@ def upstream_row(producer: Producer, now: float) -> UpstreamRow | None:
     }
 
 
-def upstream_state(report: dict, since: float | None, now: float) -> tuple[str, str]:
+def upstream_state(
+    report: contracts.UpstreamStatus, since: float | None, now: float
+) -> tuple[str, str]:
     """The bot's state, and the reason in words when it is not serving us."""
     bot = f"the FreqTrade bot at {report['url']}"
     if report["mismatch"]:
@@ -214,7 +216,7 @@ def pair_rows(
         (doc["pairs"][p]["last"] for p in pairs if p in doc["pairs"]), default=None
     )
     step_ms = timeframe_ms(producer.timeframe)
-    rows = []
+    rows: list[PairRow] = []
     for pair in pairs:
         found = doc["pairs"].get(pair)
         state, reason = pair_state(found, newest, step_ms, interval, now)
@@ -241,11 +243,10 @@ def pair_state(
 ) -> tuple[str, str]:
     if found is None:
         return "waiting", "no candle received yet"
-    behind = (newest - found["last"]) // step_ms if newest is not None else 0
-    if behind >= 1:
+    if newest is not None and (behind := (newest - found["last"]) // step_ms) >= 1:
         return "stale", (
             f"{behind} candle{'s' if behind > 1 else ''} behind the producer's "
-            f"newest ({iso_ms(newest)[:16].replace('T', ' ')})"
+            f"newest ({(iso_ms(newest) or '')[:16].replace('T', ' ')})"
         )
     age = now - found["received"]
     if age > late_after(interval):
@@ -258,7 +259,7 @@ def pair_state(
 def subscriber_rows(
     doc: counterdocs.ProducerDoc, owners: dict[int, str]
 ) -> list[SubscriberRow]:
-    rows = []
+    rows: list[SubscriberRow] = []
     for s in sorted(doc["subscribers"], key=lambda s: s["since"]):
         consumer = owners.get(s["token_id"]) if s["token_id"] is not None else None
         who = consumer or s["label"] or "unlabelled feed token"

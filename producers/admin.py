@@ -18,6 +18,7 @@ from producers.credential_admin import (
     issue_owner_keys,
     rotate_owner_keys,
 )
+from producers.credentials import Credential
 from producers.models import (
     FREQTRADE_PORT,
     FeedToken,
@@ -200,10 +201,12 @@ class FeedTokenAdmin(CredentialAdmin):
             expires_at=data["expires_at"],
         )
 
-    def entry(self, request, credential: FeedToken, plaintext: str) -> str:
+    def entry(self, request, credential: Credential, plaintext: str) -> str:
+        assert isinstance(credential, FeedToken)
         return "" if credential.for_worker else freqtrade_entry(request, plaintext)
 
-    def hint_for(self, credential: FeedToken) -> str:
+    def hint_for(self, credential: Credential) -> str:
+        assert isinstance(credential, FeedToken)
         if credential.for_worker:
             return (
                 f"Give it to the consumer of producer {credential.producer}: the "

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TypedDict
+from typing import ClassVar, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.templatetags.admin_urls import admin_urlname
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -167,7 +166,7 @@ class CredentialAdmin(AuditedAdmin):
 
     hint: str  # what to do with a shown plaintext
     revoked = "refused from now on"  # what a revocation did, for the user
-    list_display = (
+    list_display: tuple[str, ...] = (
         "prefix",
         "label",
         "state_display",
@@ -176,7 +175,7 @@ class CredentialAdmin(AuditedAdmin):
         "last_used",
     )
     search_fields = ("prefix", "label")
-    readonly_fields = (
+    readonly_fields: ClassVar[tuple[str, ...]] = (
         "prefix",
         "state_display",
         "created",
@@ -293,7 +292,7 @@ class KeyHolderAdmin(AuditedAdmin):
             "<td>{}</td><td>{}</td></tr>",
             (
                 (
-                    reverse(admin_urlname(k._meta, "change"), args=[k.pk]),
+                    reverse(_change_url_name(k), args=[k.pk]),
                     k.prefix,
                     k.label or "-",
                     k.state().label,
@@ -348,3 +347,8 @@ def issue_owner_keys(request, queryset: list[KeyHolder], hint: str):
 
 def when_after(grace: timedelta) -> str:
     return when(timezone.now() + grace)
+
+
+def _change_url_name(credential: Credential) -> str:
+    meta = credential._meta
+    return f"admin:{meta.app_label}_{meta.model_name}_change"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from django.conf import settings
 from django.db import models, transaction
@@ -37,6 +37,9 @@ class State(models.TextChoices):
     GRACE = "grace", "in grace"
     EXPIRED = "expired", "expired"
     REVOKED = "revoked", "revoked"
+
+
+CredentialState = State  # Credential.State names the class attribute in its body
 
 
 class CredentialError(ValueError):
@@ -104,7 +107,10 @@ def default_grace() -> timedelta:
 ### The model
 
 
-class CredentialQuerySet(models.QuerySet):
+_C = TypeVar("_C", bound="Credential")
+
+
+class CredentialQuerySet(models.QuerySet[_C]):
     def authenticate(
         self, plaintext: str, now: datetime | None = None
     ) -> tuple[Any, str]:
@@ -135,6 +141,7 @@ class Credential(models.Model):
     KIND: ClassVar[str]  # "feed token": for people
     NOUN: ClassVar[str]  # how refusal reasons name it ("token", "consumer key")
     State = State
+    successor_id: int | None  # the successor's primary key (Django's FK column)
 
     label = models.CharField(
         max_length=100,
@@ -203,8 +210,8 @@ class Credential(models.Model):
             expires_at=expires_at,
             **owner,
         )
-        if encrypt:
-            credential.ciphertext = tokens.encrypt(
+        if encrypt:  # only models with a ciphertext field (FeedToken) encrypt
+            credential.ciphertext = tokens.encrypt(  # type: ignore[attr-defined]
                 minted.plaintext, tokens.fernet_key()
             )
         credential.save()
@@ -298,7 +305,7 @@ class Credential(models.Model):
     def owner_text(self) -> str:
         return f"{self.owner._meta.verbose_name} {self.owner}"
 
-    def state(self, now: datetime | None = None) -> State:
+    def state(self, now: datetime | None = None) -> CredentialState:
         now = now or timezone.now()
         if self.revoked_at is not None:
             return State.REVOKED
@@ -329,7 +336,11 @@ class Credential(models.Model):
 class KeyHolder:
     """A producer or consumer whose worker holds keys (``keys``: its Credentials)."""
 
-    keys: models.Manager
+    # The model's, which the holder mixes into: its keys (the reverse relation of
+    # its Credential model), options and primary key.
+    keys: Any
+    _meta: Any
+    pk: Any
 
     @classmethod
     def key_model(cls) -> type[Credential]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from datetime import datetime
 
 from channels.db import database_sync_to_async
@@ -45,7 +46,8 @@ CLOSE_TOKEN_EXPIRED = 4002
 class FeedSocket(AsyncWebsocketConsumer):
     token: FeedToken | None = None
     format: wire.FeedFormat = wire.FREQTRADE  # what this client speaks
-    tasks: tuple = ()
+    tasks: Sequence[asyncio.Task] = ()
+    expires_at: datetime | None = None  # the token's, kept up to date
 
     async def connect(self) -> None:
         self.address = scope_address(self.scope)
@@ -222,7 +224,7 @@ class FeedSocket(AsyncWebsocketConsumer):
     async def _join(self, token: FeedToken) -> bool:
         """Join the producer's group; False if the token ended meanwhile."""
         self.token, self.producer = token, token.producer
-        self.expires_at: datetime | None = token.expires_at
+        self.expires_at = token.expires_at
         # A socket is in its format's group only: a native one never receives (or
         # costs the layer) FreqTrade's per-pair texts, nor the reverse.
         self.group = feed_group(self.producer.name, self.format)
@@ -262,6 +264,8 @@ class FeedSocket(AsyncWebsocketConsumer):
                 return
 
     def _expired(self) -> tuple[int, str] | None:
+        if self.token is None:
+            return None
         if self.expires_at is not None and self.expires_at <= timezone.now():
             return CLOSE_TOKEN_EXPIRED, f"token {self.token.prefix}… expired"
         return None
@@ -273,6 +277,8 @@ class FeedSocket(AsyncWebsocketConsumer):
     @database_sync_to_async
     def _recheck(self) -> tuple[int, str] | None:
         """The close code and reason if the token stopped being valid, else None."""
+        if self.token is None:
+            return None
         prefix = self.token.prefix
         row = (
             FeedToken.objects.filter(pk=self.token.pk)

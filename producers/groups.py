@@ -80,7 +80,7 @@ def reschedule_feed_sockets(
     transaction.on_commit(lambda: _send(producer_name, message))
 
 
-def _send(producer_name: str, message: dict) -> None:
+def _send(producer_name: str, message: RevokeMessage | ExpiryMessage) -> None:
     layer = get_channel_layer()
     if layer is None:
         return

@@ -92,7 +92,8 @@ class StoredUpstreamStatus(TypedDict):
 
 class Producer(KeyHolder, models.Model):
     # The candle sources' registry, plus a FreqTrade bot (relayed, see producers.relay).
-    Source = models.TextChoices(  # type: ignore[misc]
+    # (mypy's Django plugin cannot read the functional form: hence the ignore.)
+    Source = models.TextChoices(  # type: ignore[call-overload]
         "Source",
         [(name.upper(), (name, label)) for name, label in source_choices()]
         + [("FREQTRADE", ("freqtrade", "FreqTrade bot (upstream)"))],
@@ -255,7 +256,7 @@ class ProducerKey(Credential):
         return {"producer": self.producer, "label": self.label}
 
 
-class FeedTokenQuerySet(CredentialQuerySet):
+class FeedTokenQuerySet(CredentialQuerySet["FeedToken"]):
     def authenticate(
         self, plaintext: str, now: datetime | None = None
     ) -> tuple[FeedToken | None, str]:
@@ -284,7 +285,8 @@ class FeedToken(Credential):
     # Only for tokens handed to our consumer workers by the config API.
     ciphertext = models.TextField(blank=True, editable=False)
 
-    objects = FeedTokenQuerySet.as_manager()
+    # Its own manager, as Django allows; django-stubs calls the base's a ClassVar.
+    objects = FeedTokenQuerySet.as_manager()  # type: ignore[misc]
 
     @classmethod
     def issue(

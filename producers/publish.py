@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class PublishSocket(AsyncWebsocketConsumer):
-    producer: Producer | None = None
+    producer: Producer  # once accepted
     accepted = False
 
     async def connect(self) -> None:
@@ -38,8 +38,8 @@ class PublishSocket(AsyncWebsocketConsumer):
             await self.close()
             return
         key = scope_token(self.scope, allow_query=False)
-        self.producer = await self._producer_for(key) if key else None
-        if self.producer is None:
+        producer = await self._producer_for(key) if key else None
+        if producer is None:
             throttle.failed(self.address)
             counters.handshake_refused("credentials")
             logger.warning(
@@ -51,17 +51,17 @@ class PublishSocket(AsyncWebsocketConsumer):
             )
             await self.close()
             return
-        if not self.producer.enabled:
+        if not producer.enabled:
             logger.warning(
                 "publish: refused %s: producer %s is disabled",
                 self.address,
-                self.producer.name,
+                producer.name,
             )
             counters.handshake_refused("disabled")
             await self.close()
             return
         await self.accept()
-        self.accepted, self.broadcasts = True, 0
+        self.producer, self.accepted, self.broadcasts = producer, True, 0
         counters.producer_connected(self.producer.name, self.channel_name, self.address)
         logger.info(
             "publish: producer worker %s connected from %s",

@@ -317,7 +317,8 @@ class Relay:
         if connected != self.link_up:
             self.link_up, self.link_since = connected, time.time()
         keys = self.keys()
-        newest = max((self.store.newest(k)[0] for k in keys), default=None)
+        held = (self.store.newest(k) for k in keys)
+        newest = max((h[0] for h in held if h is not None), default=None)
         error = self.client.last_error
         return {
             "url": self.follow.display_url,
@@ -437,9 +438,10 @@ async def run(
             await relay.client.close()
             await asyncio.wait_for(following, 10)
             reporting.cancel()
-        definition = await definition_with_retry(config, stop)
-        if definition is None:
+        fresh = await definition_with_retry(config, stop)
+        if fresh is None:
             return 0
+        definition = fresh
         if not definition.relays:
             raise FatalError(
                 "the producer's source is no longer a FreqTrade bot: restart the "

@@ -181,7 +181,8 @@ class SnapshotStore(ABC):
             try:
                 return await asyncio.shield(building)
             except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
                     raise  # this request was cancelled, not the build
                 # The building request's socket went away: build it here.
         building = self._building[flight] = asyncio.get_running_loop().create_future()

@@ -33,6 +33,8 @@ class IStrategy:
     timeframe: str = "5m"
     startup_candle_count: int = 0
     process_only_new_candles: bool = True
+    # A consumer strategy's DataProvider (FreqTrade's name), set by the consumer worker.
+    dp: Any = None
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self.config: dict[str, Any] = dict(config or {})

@@ -149,6 +149,10 @@ class Analysis:
         frame = self._analyse(pair)
         self.analysed[pair] = frame.iloc[-self.history :].reset_index(drop=True)
 
+    def load_pairs(self, pairs: list[str]) -> None:
+        for pair in pairs:
+            self.load(pair)
+
     def _analyse(self, pair: str) -> pd.DataFrame:
         metadata = {
             "pair": pair,
@@ -272,7 +276,7 @@ async def sync_definition(
             definition.source,
         )
         fresh = await asyncio.to_thread(Analysis, definition)
-        await asyncio.to_thread(lambda: [fresh.load(p) for p in fresh.pairs])
+        await asyncio.to_thread(fresh.load_pairs, fresh.pairs)
         return fresh, True
     added = [p for p in definition.pairs if p not in analysis.candles]
     logger.info(
@@ -284,7 +288,7 @@ async def sync_definition(
     analysis.definition = definition
     for gone in set(analysis.candles) - set(definition.pairs):
         del analysis.candles[gone], analysis.analysed[gone], analysis.la[gone]
-    await asyncio.to_thread(lambda: [analysis.load(p) for p in added])
+    await asyncio.to_thread(analysis.load_pairs, added)
     return analysis, True
 
 

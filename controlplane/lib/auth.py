@@ -71,7 +71,9 @@ class OptionalOriginValidator:
     @staticmethod
     def allowed(origin: str) -> bool:
         host = urlparse(origin).hostname
-        return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)
+        if not host:
+            return False
+        return validate_host(host, settings.ALLOWED_HOSTS)
 
 
 class FailureThrottle:

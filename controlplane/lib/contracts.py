@@ -440,7 +440,7 @@ def parse_upstream_status(body: bytes) -> UpstreamStatus:
     report = _object(_json(body), "the body")
     for name, types in _UPSTREAM_FIELDS.items():
         value = report.get(name)
-        if not isinstance(value, types) or (types == (int,) and value < 0):
+        if not isinstance(value, types) or (isinstance(value, int) and value < 0):
             names = " or ".join(
                 "null" if t is type(None) else t.__name__ for t in types
             )

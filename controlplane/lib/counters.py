@@ -17,6 +17,8 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 from channels.layers import get_channel_layer
 from django.core.cache import cache
@@ -90,10 +92,10 @@ class Meter:
             "minute": {
                 n: t - b for n, t, b in zip(COUNTERS, totals, base, strict=True)
             },
-            "pairs": {pair: dict(doc) for pair, doc in self.pairs.items()},
+            "pairs": {pair: doc.copy() for pair, doc in self.pairs.items()},
             "ticks": [list(tick) for tick in self.ticks],
-            "publishers": [dict(doc) for doc in self.publishers.values()],
-            "subscribers": [dict(doc) for doc in self.subscribers.values()],
+            "publishers": [doc.copy() for doc in self.publishers.values()],
+            "subscribers": [doc.copy() for doc in self.subscribers.values()],
             "last_publish": self.last_publish,
             "departures": dict(self.departures),
         }
@@ -112,7 +114,7 @@ class FeedLink:
         self.origin: str | None = None
         self.seq = 0
 
-    def delivered(self, event: dict, messages: int, nbytes: int) -> None:
+    def delivered(self, event: Mapping[str, Any], messages: int, nbytes: int) -> None:
         """One broadcast forwarded: ``messages`` sent, ``nbytes`` in all."""
         meter = self.meter
         meter.deliveries += messages

@@ -7,6 +7,8 @@ with empty rows for the script to fill.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from django import template
 
 from controlplane.lib import wording
@@ -15,7 +17,7 @@ register = template.Library()
 BLANK = "—"
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -60,7 +62,8 @@ def lag(value: int | None) -> str:
 
 @register.filter
 def link(connected: bool | None) -> str:
-    return {True: "connected", False: "disconnected"}.get(connected, BLANK)
+    words: dict[bool | None, str] = {True: "connected", False: "disconnected"}
+    return words.get(connected, BLANK)
 
 
 @register.filter

@@ -320,8 +320,8 @@ class ProducerClient:
     async def _follow(self, ws: ClientConnection) -> None:
         self.requests.new_link()
         self.dispatch.new_link()
-        for text in self.requests.opening():
-            await ws.send(text)
+        for request in self.requests.opening():
+            await ws.send(request)
         for missing in self.store.outstanding():  # requests the last link lost
             self.requests.queue(missing)
         await self.requests.flush(ws)

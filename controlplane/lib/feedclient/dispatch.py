@@ -124,8 +124,8 @@ class Dispatch:
     async def _frame(
         self, data: freqtrade.DecodedAnalyzedDf | native.DecodedFrame, offload: bool
     ) -> None:
-        key = tuple(data["key"])
-        pair = key[0]
+        pair, timeframe, candle_type = data["key"]
+        key: Key = (pair, timeframe, candle_type)
         if not self._known_key(key):
             return
         if self._unasked_first(key, data["df"]):

@@ -195,7 +195,10 @@ def tick_messages(
     Returns the messages and the indexes of blocks too big for any message (the
     caller logs them; consumers notice the hole and ask for the rows).
     """
-    messages, current, size, oversize = [], [], 0, []
+    messages: list[bytes] = []
+    current: list[bytes] = []
+    oversize: list[int] = []
+    size = 0
     first_whitelist = whitelist
     for number, block in enumerate(blocks):
         if len(block) + 64 > size_limit:
