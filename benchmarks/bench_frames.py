@@ -152,9 +152,7 @@ async def cached_reply_us(
     row_bytes = [encode_row_json(row) for row in rows]
     packed = [msgpack.packb(row) for row in rows]
     dates = [row[columns.index("date")] for row in rows]
-    await store.replace(
-        STREAM, columns, row_bytes, dates, LA, packed=packed, dtypes=dtypes
-    )
+    await store.replace(STREAM, columns, row_bytes, packed, dates, LA, dtypes=dtypes)
     feed_format = wire.NATIVE if fmt == "native" else wire.FREQTRADE
 
     async def reply(key, limit):

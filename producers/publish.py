@@ -195,9 +195,9 @@ async def store_frame(
         key,
         frame["columns"],
         rows,
+        publish.packed_rows(frame),
         dates,
         la,
-        packed=publish.packed_rows(frame),
         dtypes=frame["dtypes"],
     )
     # FreqTrade broadcasts only the newest row(s), never a full frame: consumers

@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import msgpack
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -78,19 +77,19 @@ class SnapshotStore(ABC):
         key: StreamKey,
         columns: list[str],
         rows: list[bytes],
+        packed: list[bytes],
         dates: list[int],
         la: datetime,
         *,
-        packed: list[bytes] | None = None,
         dtypes: list[str] | None = None,
     ) -> int:
         """Make ``rows`` the whole snapshot of ``key``; returns the new version.
 
-        ``packed`` holds the same rows as msgpack (exact) and ``dtypes`` the columns'
-        dtype codes, for native replies; without them both come from the JSON rows.
+        ``rows`` are JSON (FreqTrade's replies), ``packed`` the same rows as msgpack
+        (exact, for native replies), ``dtypes`` the columns' dtype codes (without
+        them native replies infer each column's dtype).
         """
-        _check_dates(rows, dates)
-        packed = _packed(rows, packed)
+        _check_rows(rows, packed, dates)
         return await self._write(
             "replace", key, list(columns), rows, dates, la, packed, dtypes
         )
@@ -100,10 +99,10 @@ class SnapshotStore(ABC):
         key: StreamKey,
         columns: list[str],
         rows: list[bytes],
+        packed: list[bytes],
         dates: list[int],
         la: datetime,
         *,
-        packed: list[bytes] | None = None,
         dtypes: list[str] | None = None,
     ) -> int:
         """Merge rows by date: stored rows from the first new date on are replaced.
@@ -117,8 +116,7 @@ class SnapshotStore(ABC):
         Raises:
             ColumnsChanged: the columns differ from the stored ones.
         """
-        _check_dates(rows, dates)
-        packed = _packed(rows, packed)
+        _check_rows(rows, packed, dates)
         return await self._write(
             "upsert", key, list(columns), rows, dates, la, packed, dtypes
         )
@@ -230,15 +228,14 @@ class SnapshotStore(ABC):
         cached.texts[which] = text
 
 
-def _packed(rows: Sequence[bytes], packed: list[bytes] | None) -> list[bytes]:
-    """The msgpack rows; from the JSON rows when the caller has none (older input)."""
-    if packed is None:
-        return [msgpack.packb(orjson.loads(row), use_bin_type=True) for row in rows]
+def _check_rows(
+    rows: Sequence[bytes], packed: Sequence[bytes], dates: Sequence[int]
+) -> None:
     if len(packed) != len(rows):
         raise ValueError(
             f"{len(rows)} JSON rows but {len(packed)} msgpack rows: give both per row"
         )
-    return packed
+    _check_dates(rows, dates)
 
 
 def _check_limit(limit: int | None) -> None:

@@ -108,9 +108,9 @@ async def store_frame(store, frame: PublishFrame) -> None:
         STREAM,
         frame["columns"],
         rows,
+        packed,
         dates,
         LA,
-        packed=packed,
         dtypes=frame.get("dtypes"),
     )
 
@@ -313,13 +313,6 @@ async def test_it_answers_an_unknown_stream_with_an_empty_native_frame(store):
     )
     (frame,) = reply["frames"]
     assert frame["df"].empty and frame["la"] == EPOCH
-
-
-async def test_it_derives_native_rows_for_callers_that_give_only_json(store):
-    rows = [encode_row_json([0, 1.5]), encode_row_json([300_000, 2])]
-    await store.replace(STREAM, ["date", "close"], rows, [0, 300_000], LA)
-    df = native.decode(await store.reply(STREAM, None, wire.NATIVE))["frames"][0]["df"]
-    assert df["close"].tolist() == [1.5, 2.0] and df["close"].dtype == np.float64
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -11,6 +11,7 @@ import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import msgpack
 import orjson
 import pytest
 import redis
@@ -37,9 +38,13 @@ STEP = 300_000
 LA = datetime(2026, 11, 25, 10, 16, 1, 715292, tzinfo=UTC)
 
 
-def make_rows(*dates: int, close: float = 1.5) -> tuple[list[bytes], list[int]]:
-    """Rows [date, close] as the hub stores them, with their dates."""
-    return [encode_row_json([d, close + d / STEP]) for d in dates], list(dates)
+def make_rows(
+    *dates: int, close: float = 1.5
+) -> tuple[list[bytes], list[bytes], list[int]]:
+    """Rows [date, close] as the hub stores them (JSON, msgpack), with their dates."""
+    rows = [[d, close + d / STEP] for d in dates]
+    json_rows = [encode_row_json(row) for row in rows]
+    return json_rows, [msgpack.packb(row) for row in rows], list(dates)
 
 
 def candles(first: int, count: int) -> list[int]:
@@ -92,8 +97,8 @@ async def store(request):
 
 
 async def test_it_serves_the_tail_with_freqtrades_index(store):
-    rows, dates = make_rows(*candles(0, 10))
-    await store.replace(KEY, COLUMNS, rows, dates, LA)
+    rows, packed, dates = make_rows(*candles(0, 10))
+    await store.replace(KEY, COLUMNS, rows, packed, dates, LA)
     snapshot = await store.tail(KEY, 3)
     assert snapshot.rows == rows[-3:]
     assert snapshot.first_index == 7
@@ -104,8 +109,8 @@ async def test_it_serves_the_tail_with_freqtrades_index(store):
 
 
 async def test_it_keeps_only_the_latest_rows(store):
-    rows, dates = make_rows(*candles(0, 25))
-    await store.replace(KEY, COLUMNS, rows, dates, LA)
+    rows, packed, dates = make_rows(*candles(0, 25))
+    await store.replace(KEY, COLUMNS, rows, packed, dates, LA)
     assert await stored_dates(store) == dates[-10:]
 
 
@@ -131,8 +136,11 @@ async def test_it_gives_la_back_as_aware_utc(store):
 async def test_it_refuses_bad_arguments(store):
     with pytest.raises(ValueError, match="row dates must increase, 0 follows 300000"):
         await store.replace(KEY, COLUMNS, *make_rows(STEP, 0), LA)
+    rows, packed, dates = make_rows(0, STEP)
     with pytest.raises(ValueError, match="2 rows but 1 dates"):
-        await store.upsert(KEY, COLUMNS, make_rows(0, STEP)[0], [0], LA)
+        await store.upsert(KEY, COLUMNS, rows, packed, [0], LA)
+    with pytest.raises(ValueError, match="2 JSON rows but 1 msgpack rows"):
+        await store.replace(KEY, COLUMNS, rows, packed[:1], dates, LA)
     with pytest.raises(ValueError, match="limit must be a positive int or None"):
         await store.tail(KEY, 0)
 
@@ -151,8 +159,8 @@ async def test_it_appends_a_later_candle(store):
 
 async def test_it_replaces_the_row_of_an_equal_date(store):
     await store.replace(KEY, COLUMNS, *make_rows(*candles(0, 3)), LA)
-    rows, dates = make_rows(2 * STEP, close=99.0)
-    await store.upsert(KEY, COLUMNS, rows, dates, LA)
+    rows, packed, dates = make_rows(2 * STEP, close=99.0)
+    await store.upsert(KEY, COLUMNS, rows, packed, dates, LA)
     snapshot = await store.tail(KEY, None)
     assert len(snapshot.rows) == 3 and snapshot.rows[-1] == rows[0]
 
@@ -213,8 +221,8 @@ async def test_it_answers_an_unknown_stream_like_freqtrade(store):
 
 
 async def test_it_replies_with_the_tail_as_freqtrade_frames(store):
-    rows, dates = make_rows(*candles(0, 10))
-    await store.replace(KEY, COLUMNS, rows, dates, LA)
+    rows, packed, dates = make_rows(*candles(0, 10))
+    await store.replace(KEY, COLUMNS, rows, packed, dates, LA)
     data = freqtrade.decode_message(await store.reply(KEY, 3, wire.FREQTRADE))["data"]
     assert data["key"] == list(KEY[1:]) and data["la"] == LA
     assert data["df"].index.tolist() == [7, 8, 9]
