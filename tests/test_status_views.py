@@ -55,7 +55,10 @@ def store(producer, pair: str = "BTC/USDT", rows: int = 50) -> None:
     data, dates = publish.frame_rows(published)
     key = (producer.name, pair, "5m", "spot")
     la = datetime(2026, 11, 1, tzinfo=UTC)
-    async_to_sync(get_store().replace)(key, published["columns"], data, dates, la)
+    packed = publish.packed_rows(published)
+    async_to_sync(get_store().replace)(
+        key, published["columns"], data, packed, dates, la
+    )
 
 
 ### The page
