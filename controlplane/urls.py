@@ -5,9 +5,15 @@ from django.views.generic import RedirectView
 from controlplane import views as status_views
 from controlplane.lib.contracts import PRODUCER_CONFIG, PRODUCER_STATUS, route
 from producers import views as producer_views
+from producers.credential_admin import secrets_shown_once
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path(
+        "admin/shown-once/<str:page_id>/",
+        admin.site.admin_view(secrets_shown_once),
+        name="secrets-shown-once",
+    ),
     path("admin/", admin.site.urls),
     path("", include("consumers.urls")),
     path(

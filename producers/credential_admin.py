@@ -1,6 +1,7 @@
 """What the admin of every credential shares: show-once pages, rotate and revoke.
 
-A plaintext appears on exactly one page, the response to the action that made it.
+A plaintext appears on exactly one page, which the action that made it redirects to
+(so a reload never issues another) and which shows it once.
 Rotation first asks for the grace period on an intermediate page (CSRF-protected, as
 Django's delete confirmation). Every view runs acting_as(request.user), so the models
 record each issue, rotation and revocation in the admin's history.
@@ -9,6 +10,7 @@ record each issue, rotation and revocation in the admin's history.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from datetime import timedelta
 from typing import ClassVar, TypedDict
@@ -16,7 +18,7 @@ from typing import ClassVar, TypedDict
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -24,6 +26,7 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
 from controlplane.lib.addresses import hub_address
+from producers import tokens
 from producers.credentials import (
     Credential,
     CredentialError,
@@ -42,20 +45,49 @@ class Shown(TypedDict):
     entry: str  # a ready-to-paste FreqTrade `producers` entry (JSON), or ""
 
 
+# Secrets waiting for their page, in the session, sealed with the hub's Fernet key.
+SHOWN_SESSION_KEY = "candlecast.shown_once"
+SHOWN_PAGES_KEPT = 5  # pages issued but not yet opened, per session
+
+
 def show_secrets(
     request: HttpRequest, title: str, shown: list[Shown], hint: str
-) -> TemplateResponse:
-    """The one page that ever shows these plaintexts; browsers must not keep it."""
+) -> HttpResponseRedirect:
+    """Redirect to the one page that ever shows these plaintexts.
+
+    The POST that made them answers with a redirect (so reloading the page cannot
+    issue another); the page reads them from the session once and forgets them.
+    """
+    page = {
+        "title": title,
+        "shown": shown,
+        "hint": hint,
+        "back": changelist_url(request),
+    }
+    sealed = tokens.encrypt(json.dumps(page), tokens.fernet_key())
+    pages = dict(request.session.get(SHOWN_SESSION_KEY, {}))
+    page_id = secrets.token_urlsafe(12)
+    pages[page_id] = sealed
+    request.session[SHOWN_SESSION_KEY] = dict(list(pages.items())[-SHOWN_PAGES_KEPT:])
+    return HttpResponseRedirect(reverse("secrets-shown-once", args=[page_id]))
+
+
+def secrets_shown_once(request: HttpRequest, page_id: str) -> TemplateResponse:
+    """The page of show_secrets: once. Reloaded, it says the secrets are gone."""
+    pages = dict(request.session.get(SHOWN_SESSION_KEY, {}))
+    sealed = pages.pop(page_id, None)
+    request.session[SHOWN_SESSION_KEY] = pages
+    context: dict = {"title": "Shown once already", "shown": [], "gone": True}
+    if sealed is not None:
+        try:
+            context = json.loads(tokens.decrypt(sealed, tokens.fernet_key()))
+        except ValueError:  # the encryption key changed meanwhile
+            pass
     response = TemplateResponse(
         request,
         "admin/producers/secrets_shown_once.html",
-        {
-            **admin.site.each_context(request),
-            "title": title,
-            "shown": shown,
-            "hint": hint,
-            "back": changelist_url(request),
-        },
+        {**admin.site.each_context(request), "back": reverse("admin:index"), **context},
+        status=200 if sealed is not None else 410,
     )
     add_never_cache_headers(response)
     return response

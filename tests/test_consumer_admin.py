@@ -68,7 +68,9 @@ def bob(producer) -> Consumer:
 
 
 def test_it_shows_the_new_consumer_key_once(admin_client, producer):
-    response = admin_client.post(ADD, form_data(follows=[{"producer": producer.pk}]))
+    response = admin_client.post(
+        ADD, form_data(follows=[{"producer": producer.pk}]), follow=True
+    )
     assert response.status_code == 200
     page = response.content.decode()
     assert "only time it is shown" in page
@@ -176,7 +178,9 @@ def test_it_lists_followed_producers_and_key_state(admin_client, bob):
 def test_it_issues_a_new_key_with_the_action(admin_client, bob):
     old = bob.issue_key()
     response = admin_client.post(
-        CHANGELIST, {"action": "issue_consumer_key", "_selected_action": [bob.pk]}
+        CHANGELIST,
+        {"action": "issue_consumer_key", "_selected_action": [bob.pk]},
+        follow=True,
     )
     key = KEY.search(response.content.decode()).group()
     assert Consumer.for_key(key) == bob
@@ -245,7 +249,9 @@ def test_it_rotates_a_consumer_key_with_a_grace_period(admin_client, bob, client
     old = bob.issue_key()
     action = {"action": "rotate_consumer_key", "_selected_action": [bob.pk]}
     assert 'name="grace"' in admin_client.post(CHANGELIST, action).content.decode()
-    response = admin_client.post(CHANGELIST, {**action, "apply": "1", "grace": "90"})
+    response = admin_client.post(
+        CHANGELIST, {**action, "apply": "1", "grace": "90"}, follow=True
+    )
     page = response.content.decode()
     new = KEY.search(page).group()
     assert "only time it is shown" in page and "stay valid until" in page

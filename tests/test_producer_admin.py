@@ -125,7 +125,9 @@ def test_it_explains_a_bad_timeframe(admin_client):
 
 
 def test_it_shows_a_new_producer_key_once(admin_client, producer):
-    response = action(admin_client, PRODUCERS, "issue_producer_key", producer)
+    response = action(
+        admin_client, PRODUCERS, "issue_producer_key", producer, follow=True
+    )
     assert response.status_code == 200
     assert "only time it is shown" in page(response)
     key = PRODUCER_KEY.search(page(response)).group()
@@ -139,7 +141,9 @@ def test_it_shows_a_new_producer_key_once(admin_client, producer):
 
 
 def test_it_replaces_the_old_producer_key(admin_client, producer, producer_key):
-    response = action(admin_client, PRODUCERS, "issue_producer_key", producer)
+    response = action(
+        admin_client, PRODUCERS, "issue_producer_key", producer, follow=True
+    )
     new_key = PRODUCER_KEY.search(page(response)).group()
     assert Producer.for_key(producer_key) is None
     assert new_key != producer_key
@@ -162,7 +166,7 @@ def test_it_disables_and_enables_producers(admin_client, producer):
 
 
 def test_it_shows_a_new_feed_token_once(admin_client, producer):
-    response = admin_client.post(ADD_TOKEN, token_form(producer))
+    response = admin_client.post(ADD_TOKEN, token_form(producer), follow=True)
     assert response.status_code == 200
     assert "only time it is shown" in page(response)
     assert "Give it to the consumer of producer alpha." in page(response)
@@ -175,9 +179,30 @@ def test_it_shows_a_new_feed_token_once(admin_client, producer):
     assert token.ciphertext == ""
 
 
+def test_a_reload_of_the_shown_once_page_issues_nothing_and_shows_nothing(
+    admin_client, producer
+):
+    response = admin_client.post(ADD_TOKEN, token_form(producer))
+    assert response.status_code == 302  # the POST is never the page a reload repeats
+    first = admin_client.get(response.url)
+    plaintext = FEED_TOKEN.search(page(first)).group()
+    again = admin_client.get(response.url)
+    assert again.status_code == 410 and "shown once already" in page(again)
+    assert plaintext not in page(again)
+    assert FeedToken.objects.filter(label="bot two").count() == 1
+    # Nor does the session keep it once shown, even sealed.
+    assert admin_client.session.get("candlecast.shown_once") == {}
+
+
+def test_another_admin_cannot_open_the_page(admin_client, producer, client):
+    response = admin_client.post(ADD_TOKEN, token_form(producer))
+    other = client.get(response.url)
+    assert other.status_code == 302 and "/admin/login/" in other.url
+
+
 def test_it_gives_a_bot_the_ready_to_paste_freqtrade_entry(admin_client, producer):
     response = admin_client.post(
-        ADD_TOKEN, token_form(producer), HTTP_HOST="localhost:8123"
+        ADD_TOKEN, token_form(producer), HTTP_HOST="localhost:8123", follow=True
     )
     plaintext = FEED_TOKEN.search(page(response)).group()
     [entry] = re.findall(
@@ -194,13 +219,17 @@ def test_it_gives_a_bot_the_ready_to_paste_freqtrade_entry(admin_client, produce
 
 
 def test_it_gives_no_freqtrade_entry_for_a_worker_token(admin_client, producer):
-    response = admin_client.post(ADD_TOKEN, token_form(producer, for_worker="on"))
+    response = admin_client.post(
+        ADD_TOKEN, token_form(producer, for_worker="on"), follow=True
+    )
     assert "freqtrade-entry" not in page(response)
     assert "the config API hands it to our consumer workers" in page(response)
 
 
 def test_it_never_shows_a_feed_token_again(admin_client, producer):
-    response = admin_client.post(ADD_TOKEN, token_form(producer, for_worker="on"))
+    response = admin_client.post(
+        ADD_TOKEN, token_form(producer, for_worker="on"), follow=True
+    )
     plaintext = FEED_TOKEN.search(page(response)).group()
     token = FeedToken.objects.get(label="bot two")
     listing = page(admin_client.get(TOKENS))
@@ -212,7 +241,9 @@ def test_it_never_shows_a_feed_token_again(admin_client, producer):
 
 
 def test_it_keeps_a_token_for_a_worker_encrypted(admin_client, producer):
-    response = admin_client.post(ADD_TOKEN, token_form(producer, for_worker="on"))
+    response = admin_client.post(
+        ADD_TOKEN, token_form(producer, for_worker="on"), follow=True
+    )
     plaintext = FEED_TOKEN.search(page(response)).group()
     assert FeedToken.objects.get(label="bot two").plaintext_for_worker() == plaintext
 
@@ -306,7 +337,7 @@ def test_it_rotates_with_the_grace_given_and_shows_the_successor_once(
 ):
     old_plaintext, token = feed_token
     before = timezone.now()
-    response = rotate(admin_client, TOKENS, "rotate", [token], "00:10:00")
+    response = rotate(admin_client, TOKENS, "rotate", [token], "00:10:00", follow=True)
     assert "only time it is shown" in page(response)
     new_plaintext = FEED_TOKEN.search(page(response)).group()
     token.refresh_from_db()
@@ -387,10 +418,12 @@ def test_it_shows_when_and_from_where_a_token_was_last_used(admin_client, feed_t
 
 def test_it_keeps_every_plaintext_off_later_pages(admin_client, producer):
     """After the page that shows it, no page of the admin shows a secret again."""
-    first = admin_client.post(ADD_TOKEN, token_form(producer, for_worker="on"))
+    first = admin_client.post(
+        ADD_TOKEN, token_form(producer, for_worker="on"), follow=True
+    )
     token = FeedToken.objects.get()
-    rotated = rotate(admin_client, TOKENS, "rotate", [token], "60")
-    keyed = action(admin_client, PRODUCERS, "issue_producer_key", producer)
+    rotated = rotate(admin_client, TOKENS, "rotate", [token], "60", follow=True)
+    keyed = action(admin_client, PRODUCERS, "issue_producer_key", producer, follow=True)
     secrets = [
         *FEED_TOKEN.findall(page(first) + page(rotated)),
         PRODUCER_KEY.search(page(keyed)).group(),
@@ -412,7 +445,9 @@ def test_it_keeps_every_plaintext_off_later_pages(admin_client, producer):
 def test_it_rotates_a_producer_key_with_a_grace_period(
     admin_client, producer, producer_key
 ):
-    response = rotate(admin_client, PRODUCERS, "rotate_producer_key", [producer], "300")
+    response = rotate(
+        admin_client, PRODUCERS, "rotate_producer_key", [producer], "300", follow=True
+    )
     new_key = PRODUCER_KEY.search(page(response)).group()
     assert Producer.for_key(new_key) == producer
     assert Producer.for_key(producer_key) == producer  # until the grace ends
@@ -442,6 +477,7 @@ def test_it_issues_a_producer_key_on_its_add_page(admin_client, producer):
             "expires_at_0": "",
             "expires_at_1": "",
         },
+        follow=True,
     )
     key = PRODUCER_KEY.search(page(response)).group()
     assert Producer.for_key(key) == producer
