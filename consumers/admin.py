@@ -11,6 +11,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 
 from consumers.models import (
     ConfigError,
@@ -30,6 +31,7 @@ from producers.credential_admin import (
     show_secrets,
     when_after,
 )
+from producers.credentials import CHANGE, record
 
 KEY_HINT = (
     "Give it to the consumer worker as CANDLECAST_CONSUMER_KEY_FILE (a file only it "
@@ -134,7 +136,7 @@ class ConsumerAdmin(KeyHolderAdmin):
             blocks = [(c.name, export_block(c, request)) for c in queryset]
         except ConfigError as exc:
             return self.message_user(request, str(exc), messages.ERROR)
-        return TemplateResponse(
+        response = TemplateResponse(
             request,
             "admin/consumers/freqtrade_config.html",
             {
@@ -143,6 +145,8 @@ class ConsumerAdmin(KeyHolderAdmin):
                 "blocks": blocks,
             },
         )
+        add_never_cache_headers(response)  # it holds feed tokens
+        return response
 
     @admin.action(description="Rotate the feed tokens of followed producers")
     def renew_feed_tokens(self, request, queryset):
@@ -170,7 +174,21 @@ class ConsumerAdmin(KeyHolderAdmin):
 
 
 def export_block(consumer: Consumer, request) -> str:
+    """The consumer's FreqTrade config, with its feed tokens in plaintext.
+
+    The one page that shows our consumer workers' tokens again (a FreqTrade bot run
+    as that consumer needs them), so each showing goes into the token's history.
+    """
     document = consumer.freqtrade_config(*hub_address(request))
+    for follow in consumer.ordered_follows():
+        token = follow.current_feed_token() if follow.producer_id else None
+        if token is not None:
+            record(
+                token,
+                CHANGE,
+                f"Showed feed token {token.prefix}… in a FreqTrade config export of "
+                f"consumer {consumer.name}",
+            )
     return json.dumps(document, indent=4)
 
 

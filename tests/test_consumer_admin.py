@@ -198,6 +198,25 @@ def test_it_exports_the_freqtrade_config_with_a_warning(admin_client, bob):
     assert "&quot;external_message_consumer&quot;" in page
     assert "&quot;port&quot;: 8000" in page
     assert bob.follows.get().feed_token.plaintext_for_worker() in page
+    assert "no-store" in response["Cache-Control"]
+
+
+def test_an_export_goes_into_the_tokens_history(admin_client, bob, admin_user):
+    from django.contrib.admin.models import LogEntry
+
+    token = bob.follows.get().feed_token
+    admin_client.post(
+        CHANGELIST,
+        {"action": "export_freqtrade_config", "_selected_action": [bob.pk]},
+    )
+    entry = LogEntry.objects.filter(
+        content_type__model="feedtoken", object_id=str(token.pk)
+    ).latest("action_time")
+    assert entry.user == admin_user
+    assert entry.change_message == (
+        f"Showed feed token {token.prefix}… in a FreqTrade config export of "
+        "consumer bob"
+    )
 
 
 def test_it_reports_an_export_it_cannot_make(admin_client, bob):
