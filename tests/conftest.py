@@ -202,11 +202,3 @@ def pytest_runtest_makereport(item, call):
             if isinstance(value, Stack):
                 report.sections.append(("process logs", value.logs()))
     return report
-
-
-@pytest.fixture(scope="session")
-def freqtrade_python() -> str:
-    """FreqTrade 2026.9's interpreter, for the interop harnesses."""
-    from tests.processes import freqtrade_python
-
-    return freqtrade_python()

@@ -8,8 +8,6 @@ broadcasts the consumer missed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import json
 import os
@@ -22,12 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
-from websockets.asyncio.client import connect
 
 from consumers.dataprovider import DataProvider
 from consumers.worker import Fleet, _dump, dump_frames
 from controlplane.lib.feedclient.framestore import FrameStore
-from controlplane.lib.wire import freqtrade
 from tests.processes import Stack
 
 pytestmark = pytest.mark.timeout(180)
@@ -65,55 +61,25 @@ REQUESTED = re.compile(r"default: requesting (\d+) candles of (\S+)")
 ### The stack
 
 
-@pytest.fixture
-def stack(tmp_path):
-    stack = Stack(tmp_path)
+def set_up(stack: Stack, **options: object) -> dict:
+    """A producer of 3 pairs and a consumer following it as "default"."""
     # The consumer strategy's per-pair lines (pair and candle) and the hub's HTTP
     # access lines are at DEBUG.
     stack.env["LOG_LEVEL"] = "DEBUG"
-    stack.manage("migrate")
-    yield stack
-    stack.close()
-
-
-def set_up(stack: Stack, **options: object) -> dict:
-    """A producer of 3 pairs and a consumer following it as "default"."""
     source = {"seed": 3, "seconds_per_candle": SECONDS_PER_CANDLE, **options}
-    secrets = stack.python(SETUP.format(pairs=PAIRS, history=HISTORY, options=source))
-    (stack.tmp / "producer.key").write_text(secrets["producer_key"])
-    (stack.tmp / "consumer.key").write_text(secrets["consumer_key"])
-    return secrets
+    return stack.setup(SETUP.format(pairs=PAIRS, history=HISTORY, options=source))
 
 
-def start_producer(stack: Stack, wait: bool = True) -> None:
-    key = str(stack.tmp / "producer.key")
-    stack.start(
-        "producer", "runproducer", "e2e", env={"CANDLECAST_PRODUCER_KEY_FILE": key}
-    )
-    if wait:
-        stack.wait_until(
-            "the producer published its history",
-            lambda: "rows of history" in stack.log("producer"),
-        )
-
-
-def start_consumer(stack: Stack) -> float:
-    """Start runconsumer with --dump; returns when it started (monotonic)."""
-    key = str(stack.tmp / "consumer.key")
-    stack.start(
-        "consumer",
-        "runconsumer",
-        "follower",
-        "--dump",
-        str(stack.tmp / "dump"),
-        env={"CANDLECAST_CONSUMER_KEY_FILE": key},
-    )
-    return time.monotonic()
+def start(stack: Stack, secrets: dict) -> None:
+    """The hub, the producer once it published its history, and the consumer."""
+    stack.hub()
+    stack.producer("e2e", secrets["producer_key"], history=True)
+    stack.consumer("follower", secrets["consumer_key"], dump=stack.tmp / "dump")
 
 
 def stop_consumer(stack: Stack) -> dict[str, pd.DataFrame]:
     """SIGTERM: the worker must exit 0 and leave its frames in the dump."""
-    assert stack.stop("consumer") == 0, stack.logs()
+    assert stack.stop("consumer") == 0
     folder = stack.tmp / "dump" / "default"
     assert json.loads((folder / "whitelist.json").read_text()) == PAIRS
     return {
@@ -168,24 +134,7 @@ def wait_loaded_and_one_candle(stack: Stack) -> dict[str, pd.Timestamp]:
     return {pair: candles[-1] for pair, candles in runs(stack.log("consumer")).items()}
 
 
-### The hub's frames
-
-
-def hub_frames(stack: Stack, token: str) -> dict[str, pd.DataFrame]:
-    """Every pair's frame as the hub serves it (limit 1500), over a plain client."""
-
-    async def fetch() -> dict[str, pd.DataFrame]:
-        async with connect(f"{stack.feed_url}?token={token}", max_size=8 << 20) as ws:
-            await ws.send('{"type":"analyzed_df","data":{"limit":1500,"pair":null}}')
-            frames = {}
-            for _ in PAIRS:
-                message = freqtrade.decode_message(
-                    await asyncio.wait_for(ws.recv(), 10)
-                )
-                frames[message["data"]["key"][0]] = message["data"]["df"]
-            return frames
-
-    return asyncio.run(fetch())
+### Comparing with the hub's frames
 
 
 def on_common_dates(
@@ -230,53 +179,43 @@ def assert_continuous(frame: pd.DataFrame) -> None:
     assert (steps == STEP).all(), f"holes after {frame['date'][1:][steps != STEP]}"
 
 
-@contextlib.contextmanager
-def explained(stack: Stack):
-    """Print every process's log when the test fails."""
-    try:
-        yield
-    except BaseException:
-        print(stack.logs())
-        raise
-
-
 ### The tests
 
 
 @pytest.mark.e2e
 def test_it_holds_the_hub_s_frames_and_reports_its_status(stack):
     secrets = set_up(stack)
-    with explained(stack):
-        stack.start_hub()
-        start_producer(stack)
-        started = start_consumer(stack)
-        stack.wait_until(
-            "loaded", lambda: "all 3 pairs loaded" in stack.log("consumer"), 60
-        )
-        loaded = time.monotonic() - started
-        link = re.search(r"all 3 pairs loaded in ([\d.]+) s", stack.log("consumer"))
-        last = wait_loaded_and_one_candle(stack)
-        # The first report goes 1 s after the start, then one every 10 s.
-        stack.wait_until(
-            "a status report",
-            lambda: "HTTP POST /api/v1/consumer/status 204" in stack.log("hub"),
-        )
-        frames = stop_consumer(stack)
-        hub = hub_frames(stack, secrets["token"])
-        for pair in PAIRS:
-            assert len(frames[pair]) > HISTORY  # the history, then new candles
-            assert frames[pair]["date"].iloc[-1] >= last[pair]
-            assert_continuous(frames[pair])
-            assert_equal_to_hub(frames[pair], hub[pair])
-        log = stack.log("consumer")
-        # At least the history: on a slow machine a candle may close while loading.
-        loaded_rows = re.search(r"all 3 pairs loaded in [\d.]+ s \((\d+)", log)
-        assert loaded_rows and int(loaded_rows.group(1)) >= HISTORY, log
-        assert requests(log) == []  # nothing was missing
-        if os.environ.get("REDIS_URL"):  # else in the hub's local memory only
-            status = stack.python(STATUS)["status"]["producers"]["default"]
-            assert status["connected"] is True
-            assert sorted(status["pairs"]) == PAIRS
+    stack.hub()
+    stack.producer("e2e", secrets["producer_key"], history=True)
+    started = time.monotonic()
+    stack.consumer("follower", secrets["consumer_key"], dump=stack.tmp / "dump")
+    stack.wait_until(
+        "loaded", lambda: "all 3 pairs loaded" in stack.log("consumer"), 60
+    )
+    loaded = time.monotonic() - started
+    link = re.search(r"all 3 pairs loaded in ([\d.]+) s", stack.log("consumer"))
+    last = wait_loaded_and_one_candle(stack)
+    # The first report goes 1 s after the start, then one every 10 s.
+    stack.wait_until(
+        "a status report",
+        lambda: "HTTP POST /api/v1/consumer/status 204" in stack.log("hub"),
+    )
+    frames = stop_consumer(stack)
+    hub = stack.hub_frames(secrets["token"], len(PAIRS))
+    for pair in PAIRS:
+        assert len(frames[pair]) > HISTORY  # the history, then new candles
+        assert frames[pair]["date"].iloc[-1] >= last[pair]
+        assert_continuous(frames[pair])
+        assert_equal_to_hub(frames[pair], hub[pair])
+    log = stack.log("consumer")
+    # At least the history: on a slow machine a candle may close while loading.
+    loaded_rows = re.search(r"all 3 pairs loaded in [\d.]+ s \((\d+)", log)
+    assert loaded_rows and int(loaded_rows.group(1)) >= HISTORY, log
+    assert requests(log) == []  # nothing was missing
+    if os.environ.get("REDIS_URL"):  # else in the hub's local memory only
+        status = stack.python(STATUS)["status"]["producers"]["default"]
+        assert status["connected"] is True
+        assert sorted(status["pairs"]) == PAIRS
     print(
         f"\nconsumer start -> 3 x {HISTORY} rows loaded: {loaded:.2f} s "
         f"(connected -> loaded: {link.group(1)} s)"
@@ -287,8 +226,8 @@ def kill_hub(stack: Stack, token: str) -> tuple[dict, dict, datetime]:
     """SIGKILL the hub once the consumer holds all it served; the producer is held
     (SIGSTOP) meanwhile so that no candle slips in. Returns the hub's frames, the
     last candles and when the hub was killed; the producer stays stopped."""
-    stack.processes["producer"].send_signal(signal.SIGSTOP)
-    before = hub_frames(stack, token)
+    stack.pause("producer")
+    before = stack.hub_frames(token, len(PAIRS))
     last = {pair: frame["date"].iloc[-1] for pair, frame in before.items()}
     stack.wait_until(
         "the consumer has the hub's last candles",
@@ -302,29 +241,26 @@ def kill_hub(stack: Stack, token: str) -> tuple[dict, dict, datetime]:
 @pytest.mark.e2e
 def test_it_comes_back_after_the_hub_is_killed_with_a_backoff(stack):
     secrets = set_up(stack)
-    with explained(stack):
-        stack.start_hub()
-        start_producer(stack)
-        start_consumer(stack)
-        wait_loaded_and_one_candle(stack)
-        before, last, killed = kill_hub(stack, secrets["token"])
-        stack.processes["producer"].send_signal(signal.SIGCONT)
-        time.sleep(2 * SECONDS_PER_CANDLE)  # two candles go by without a hub
-        stack.start_hub("hub-restarted")
-        restarted = datetime.now()
-        stack.wait_until(
-            "the consumer reconnected",
-            lambda: "connected to e2e" in stack.log("hub-restarted"),
-        )
-        stack.wait_until("a candle after the restart", lambda: ran_after(stack, last))
-        frames = stop_consumer(stack)
-        # Before our own client connects to the hub too.
-        feeds = stack.log("hub-restarted").count("connected to e2e")
-        after = hub_frames(stack, secrets["token"])
-        log = stack.log("consumer")
-        for pair in PAIRS:
-            assert_continuous(frames[pair])
-            assert_served(frames[pair], before[pair], after[pair])
+    start(stack, secrets)
+    wait_loaded_and_one_candle(stack)
+    before, last, killed = kill_hub(stack, secrets["token"])
+    stack.resume("producer")
+    time.sleep(2 * SECONDS_PER_CANDLE)  # two candles go by without a hub
+    stack.hub("hub-restarted")
+    restarted = datetime.now()
+    stack.wait_until(
+        "the consumer reconnected",
+        lambda: "connected to e2e" in stack.log("hub-restarted"),
+    )
+    stack.wait_until("a candle after the restart", lambda: ran_after(stack, last))
+    frames = stop_consumer(stack)
+    # Before our own client connects to the hub too.
+    feeds = stack.log("hub-restarted").count("connected to e2e")
+    after = stack.hub_frames(secrets["token"], len(PAIRS))
+    log = stack.log("consumer")
+    for pair in PAIRS:
+        assert_continuous(frames[pair])
+        assert_served(frames[pair], before[pair], after[pair])
     failed = stamped(log, "cannot connect to")
     attempts = [killed, *failed, stamped(log, "default: connected to")[-1]]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(attempts)]
@@ -347,23 +283,19 @@ def test_it_keeps_the_producer_s_holes_without_asking_again(stack):
     """skip_every 3: every third candle is never produced; the consumer asks for
     each hole once (FreqTrade's 3 candles) and keeps the producer's rows."""
     secrets = set_up(stack, skip_every=3)
-    with explained(stack):
-        stack.start_hub()
-        start_producer(stack)
-        start_consumer(stack)
-        stack.wait_until("the strategy ran on every pair", lambda: ran_after(stack, {}))
-        first = {pair: c[0] for pair, c in runs(stack.log("consumer")).items()}
-        # Three slots later at least one hole was crossed; six: two holes.
-        stack.wait_until(
-            "two holes crossed",
-            lambda: all(
-                c[-1] >= first[p] + 6 * STEP
-                for p, c in runs(stack.log("consumer")).items()
-            ),
-        )
-        frames = stop_consumer(stack)
-        hub = hub_frames(stack, secrets["token"])
-        asked = requests(stack.log("consumer"))
+    start(stack, secrets)
+    stack.wait_until("the strategy ran on every pair", lambda: ran_after(stack, {}))
+    first = {pair: c[0] for pair, c in runs(stack.log("consumer")).items()}
+    # Three slots later at least one hole was crossed; six: two holes.
+    stack.wait_until(
+        "two holes crossed",
+        lambda: all(
+            c[-1] >= first[p] + 6 * STEP for p, c in runs(stack.log("consumer")).items()
+        ),
+    )
+    frames = stop_consumer(stack)
+    hub = stack.hub_frames(secrets["token"], len(PAIRS))
+    asked = requests(stack.log("consumer"))
     for pair in PAIRS:
         frame = frames[pair]
         assert_equal_to_hub(frame, hub[pair])
@@ -386,22 +318,17 @@ def test_it_misses_nothing_while_paused(stack):
     """SIGSTOP for 3 candle periods: the hub's broadcasts wait in the socket buffers
     and arrive in order on SIGCONT, so nothing is missing and nothing is asked for."""
     secrets = set_up(stack)
-    with explained(stack):
-        stack.start_hub()
-        start_producer(stack)
-        start_consumer(stack)
-        last = wait_loaded_and_one_candle(stack)
-        consumer = stack.processes["consumer"]
-        consumer.send_signal(signal.SIGSTOP)
+    start(stack, secrets)
+    last = wait_loaded_and_one_candle(stack)
+    with stack.paused("consumer"):
         time.sleep(3 * SECONDS_PER_CANDLE)
-        consumer.send_signal(signal.SIGCONT)
-        stack.wait_until(
-            "three candles later",
-            lambda: ran_after(stack, {p: c + 3 * STEP for p, c in last.items()}),
-        )
-        frames = stop_consumer(stack)
-        hub = hub_frames(stack, secrets["token"])
-        assert requests(stack.log("consumer")) == []
+    stack.wait_until(
+        "three candles later",
+        lambda: ran_after(stack, {p: c + 3 * STEP for p, c in last.items()}),
+    )
+    frames = stop_consumer(stack)
+    hub = stack.hub_frames(secrets["token"], len(PAIRS))
+    assert requests(stack.log("consumer")) == []
     for pair in PAIRS:
         assert_continuous(frames[pair])
         assert_equal_to_hub(frames[pair], hub[pair])
@@ -413,29 +340,26 @@ def test_it_fills_the_gap_of_missed_broadcasts_by_requesting_them(stack):
     restarted hub: the broadcasts of the outage never reach the consumer, so the
     producer's next row leaves a gap that the consumer fills with one request."""
     secrets = set_up(stack)
-    with explained(stack):
-        stack.start_hub()
-        start_producer(stack)
-        start_consumer(stack)
-        wait_loaded_and_one_candle(stack)
-        before, last, _ = kill_hub(stack, secrets["token"])
-        stack.start_hub("hub-restarted")
-        stack.wait_until(
-            "the consumer reconnected",
-            lambda: "connected to e2e" in stack.log("hub-restarted"),
-        )
-        time.sleep(2 * SECONDS_PER_CANDLE)  # candles close while no one publishes
-        stack.processes["producer"].send_signal(signal.SIGCONT)
-        stack.wait_until(
-            "the gap filled",
-            lambda: (
-                len(requests(stack.log("consumer"))) >= len(PAIRS)
-                and ran_after(stack, last)
-            ),
-        )
-        frames = stop_consumer(stack)
-        after = hub_frames(stack, secrets["token"])
-        log = stack.log("consumer")
+    start(stack, secrets)
+    wait_loaded_and_one_candle(stack)
+    before, last, _ = kill_hub(stack, secrets["token"])
+    stack.hub("hub-restarted")
+    stack.wait_until(
+        "the consumer reconnected",
+        lambda: "connected to e2e" in stack.log("hub-restarted"),
+    )
+    time.sleep(2 * SECONDS_PER_CANDLE)  # candles close while no one publishes
+    stack.resume("producer")
+    stack.wait_until(
+        "the gap filled",
+        lambda: (
+            len(requests(stack.log("consumer"))) >= len(PAIRS)
+            and ran_after(stack, last)
+        ),
+    )
+    frames = stop_consumer(stack)
+    after = stack.hub_frames(secrets["token"], len(PAIRS))
+    log = stack.log("consumer")
     asked: dict[str, list[int]] = {}
     for pair, limit in requests(log):
         asked.setdefault(pair, []).append(limit)
@@ -458,19 +382,18 @@ def test_it_asks_for_the_history_when_it_connects_before_the_producer(stack):
     """The hub has no frames yet: the first thing the consumer sees of each pair is
     a one-row broadcast, so it must ask for the history rather than keep one row."""
     secrets = set_up(stack)
-    with explained(stack):
-        stack.start_hub()
-        start_consumer(stack)
-        stack.wait_until(
-            "the empty replies",
-            lambda: "the producer has no data yet" in stack.log("consumer"),
-        )
-        start_producer(stack, wait=False)
-        wait_loaded_and_one_candle(stack)
-        frames = stop_consumer(stack)
-        hub = hub_frames(stack, secrets["token"])
-        log = stack.log("consumer")
-        asked = requests(log)
+    stack.hub()
+    stack.consumer("follower", secrets["consumer_key"], dump=stack.tmp / "dump")
+    stack.wait_until(
+        "the empty replies",
+        lambda: "the producer has no data yet" in stack.log("consumer"),
+    )
+    stack.producer("e2e", secrets["producer_key"])
+    wait_loaded_and_one_candle(stack)
+    frames = stop_consumer(stack)
+    hub = stack.hub_frames(secrets["token"], len(PAIRS))
+    log = stack.log("consumer")
+    asked = requests(log)
     assert sorted(asked) == [(pair, 1500) for pair in PAIRS]
     # No pair was loaded with the one row it saw first (the fewest rows is first).
     loaded_rows = re.search(r"pairs loaded in [\d.]+ s \((\d+)", log)

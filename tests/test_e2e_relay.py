@@ -9,23 +9,18 @@ the upstream's frames, hole-free, with the dtypes FreqTrade itself gives them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from tests.processes import ROOT, Stack, free_port
+from tests.processes import Stack, free_port
 
 pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.timeout(420)]
 
-HARNESS = ROOT / "tests" / "interop"
 PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 ROWS = 300
 START = pd.Timestamp("2026-01-01T00:00:00+00:00")
@@ -58,40 +53,6 @@ print(json.dumps({{
 RAN = re.compile(r"consumers\.strategy: (\S+/\S+) (\d{4}-\d\d-\d\d \d\d:\d\d) ")
 
 
-@contextlib.contextmanager
-def upstream(python: str, tmp: Path, port: int, rows: int, dump: Path, name: str):
-    """The FreqTrade producer until it prints READY; yields the process."""
-    args = [python, str(HARNESS / "freqtrade_producer.py"), "--token", UPSTREAM_TOKEN]
-    args += ["--pairs", ",".join(PAIRS), "--rows", str(rows), "--port", str(port)]
-    args += ["--seconds-per-candle", "1", "--start", START.isoformat()]
-    args += ["--dump", str(dump)]
-    with open(tmp / f"{name}.log", "w") as log:
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        ready = process.stdout.readline()
-        assert ready.startswith("READY "), (tmp / f"{name}.log").read_text()[-4000:]
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        process.stdout.close()
-
-
-def freqtrade_consumer(python: str, stack: Stack, token: str, out: Path):
-    args = [python, str(HARNESS / "freqtrade_consumer.py"), "--host", "127.0.0.1"]
-    args += ["--port", str(stack.port), "--token", token, "--timeframe", "5m"]
-    args += ["--expect-pairs", str(len(PAIRS)), "--min-rows", str(FT_MIN_ROWS)]
-    args += ["--wait-new-candle", "--timeout", "180", "--sleep-time", "1"]
-    args += ["--out", str(out)]
-    log = open(stack.tmp / "ft-consumer.log", "w")
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-
-
 def last_date(dump: Path) -> pd.Timestamp:
     meta = json.loads((dump / "meta.json").read_text())
     return min(pd.Timestamp(p["last_date"]) for p in meta["pairs"].values())
@@ -109,82 +70,70 @@ def file_name(pair: str) -> str:
     return pair.replace("/", "_").replace(":", "_") + ".parquet"
 
 
-def test_it_relays_a_freqtrade_bot_through_a_restart(freqtrade_python, tmp_path):
+def upstream(stack: Stack, name: str, port: int, rows: int, dump: Path) -> None:
+    """The FreqTrade producer on ``port``, from START, once it printed READY."""
+    stack.freqtrade_producer(
+        name,
+        UPSTREAM_TOKEN,
+        pairs=",".join(PAIRS),
+        rows=rows,
+        port=port,
+        seconds_per_candle=1,
+        start=START.isoformat(),
+        dump=dump,
+    )
+
+
+def test_it_relays_a_freqtrade_bot_through_a_restart(stack, tmp_path):
     """Both consumers end with the upstream's frames; the restart changes nothing."""
-    stack = Stack(tmp_path)
     stack.env["LOG_LEVEL"] = "DEBUG"  # the consumer strategy's per-pair lines
     port = free_port()
     first, final = tmp_path / "up1", tmp_path / "up2"
     ft_out, our_out = tmp_path / "ft", tmp_path / "ours"
-    try:
-        stack.manage("migrate")
-        secrets = stack.python(SETUP.format(port=port, token=UPSTREAM_TOKEN))
-        (tmp_path / "producer.key").write_text(secrets["producer_key"])
-        (tmp_path / "consumer.key").write_text(secrets["consumer_key"])
-        with upstream(freqtrade_python, tmp_path, port, ROWS, first, "up1") as up:
-            stack.start_hub()
-            stack.start(
-                "relay",
-                "runproducer",
-                "relayed",
-                env={"CANDLECAST_PRODUCER_KEY_FILE": str(tmp_path / "producer.key")},
-            )
-            stack.start(
-                "consumer",
-                "runconsumer",
-                "follower",
-                "--dump",
-                str(our_out),
-                env={"CANDLECAST_CONSUMER_KEY_FILE": str(tmp_path / "consumer.key")},
-            )
-            ft = freqtrade_consumer(
-                freqtrade_python, stack, secrets["feed_token"], ft_out
-            )
-            stack.wait_until(
-                "our consumer loaded",
-                lambda: "all 3 pairs loaded" in stack.log("consumer"),
-                90,
-            )
-            stack.wait_until(
-                "both consumers connected to the hub",
-                lambda: stack.log("hub").count("connected to relayed with token") >= 2,
-                60,
-            )
-            up.send_signal(signal.SIGTERM)
-            assert up.wait(30) == 0
-        stopped_at = last_date(first)
-        stack.wait_until(
-            "the relay saw the upstream go",
-            lambda: "reconnecting in" in stack.log("relay"),
-        )
-        restart_rows = int((stopped_at - START) / STEP) + 1 + MISSED
-        assert restart_rows < FT_MIN_ROWS, "the upstream ran too far before the restart"
-        with upstream(
-            freqtrade_python, tmp_path, port, restart_rows, final, "up2"
-        ) as up:
-            restarted_at = START + (restart_rows - 1) * STEP
-            assert ft.wait(200) == 0, (tmp_path / "ft-consumer.log").read_text()[-6000:]
-            stack.wait_until(
-                "our consumer ran on candles after the restart",
-                lambda: (
-                    len(runs(stack.log("consumer"))) == len(PAIRS)
-                    and min(runs(stack.log("consumer")).values()) > restarted_at
-                ),
-                60,
-            )
-            assert stack.stop("consumer") == 0
-            up.send_signal(signal.SIGTERM)
-            assert up.wait(30) == 0
-        upstream_log = (tmp_path / "up2.log").read_text()
-        relay_log = stack.log("relay")
-    except BaseException:
-        print(stack.logs(), file=sys.stderr)
-        raise
-    finally:
-        stack.close()
+    secrets = stack.setup(SETUP.format(port=port, token=UPSTREAM_TOKEN))
+    upstream(stack, "up1", port, ROWS, first)
+    stack.hub()
+    stack.producer("relayed", secrets["producer_key"], name="relay")
+    stack.consumer("follower", secrets["consumer_key"], dump=our_out)
+    stack.freqtrade_consumer(
+        "ft-consumer",
+        secrets["feed_token"],
+        timeframe="5m",
+        expect_pairs=len(PAIRS),
+        min_rows=FT_MIN_ROWS,
+        wait_new_candle=True,
+        timeout=180,
+        sleep_time=1,
+        out=ft_out,
+    )
+    stack.wait_log("consumer", "all 3 pairs loaded", 90)
+    stack.wait_until(
+        "both consumers connected to the hub",
+        lambda: stack.log("hub").count("connected to relayed with token") >= 2,
+        60,
+    )
+    assert stack.stop("up1", timeout=30) == 0
+    stopped_at = last_date(first)
+    stack.wait_log("relay", "reconnecting in")
+    restart_rows = int((stopped_at - START) / STEP) + 1 + MISSED
+    assert restart_rows < FT_MIN_ROWS, "the upstream ran too far before the restart"
+    upstream(stack, "up2", port, restart_rows, final)
+    restarted_at = START + (restart_rows - 1) * STEP
+    assert stack.wait_exit("ft-consumer", 200) == 0
+    stack.wait_until(
+        "our consumer ran on candles after the restart",
+        lambda: (
+            len(runs(stack.log("consumer"))) == len(PAIRS)
+            and min(runs(stack.log("consumer")).values()) > restarted_at
+        ),
+        60,
+    )
+    assert stack.stop("consumer") == 0
+    assert stack.stop("up2", timeout=30) == 0
+    upstream_log = stack.log("up2")
     # The restarted upstream served exactly one consumer: the relay.
     assert upstream_log.count("Connected to channel") == 1, upstream_log[-3000:]
-    assert "refused" not in relay_log
+    assert "refused" not in stack.log("relay")
     expected = {pair: pd.read_parquet(final / file_name(pair)) for pair in PAIRS}
     dtypes = json.loads((final / "dtypes.json").read_text())
     compare(ft_out, expected, dtypes, freqtrade=True, after=stopped_at)

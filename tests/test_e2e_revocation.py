@@ -14,15 +14,12 @@ import asyncio
 import contextlib
 import http.cookiejar
 import logging
-import os
 import re
 import secrets
-import socket
 import statistics
 import time
 import urllib.parse
 import urllib.request
-from urllib.parse import urlsplit
 
 import orjson
 import pandas as pd
@@ -136,37 +133,16 @@ print(json.dumps({{"revoked": time.time()}}))
 """
 
 
-def redis_url() -> str:
-    """REDIS_URL, or the local Redis this test then requires: it fails, never skips."""
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname, parts.port or 6379), 2).close()
-    except OSError as exc:
-        pytest.fail(
-            f"two hub processes need Redis to share a channel layer, and nothing "
-            f"answers at {url} ({exc}): start redis-server or set REDIS_URL"
-        )
-    return url
-
-
-@pytest.fixture(scope="module")
-def hubs(tmp_path_factory):
+@pytest.fixture
+def hubs(stack):
     """Hub 1 and hub 2 on one database and one Redis; issued tokens by label."""
-    stack = Stack(tmp_path_factory.mktemp("two-hubs"))
-    stack.env["REDIS_URL"] = redis_url()
-    stack.env.setdefault("CANDLECAST_REDIS_PREFIX", f"cc-e2e-{secrets.token_hex(4)}")
-    try:
-        stack.manage("migrate")
-        stack.tokens = stack.python(SETUP.format(password=PASSWORD, labels=LABELS))
-        stack.start_hub()
-        second = free_port()
-        hub2 = stack.start("hub2", "runhub", "--port", str(second))
-        stack.wait_http(f"http://127.0.0.1:{second}/admin/login/", hub2)
-        stack.ports = [stack.port, second]
-        yield stack
-    finally:
-        stack.close()
+    stack.redis()
+    stack.tokens = stack.setup(SETUP.format(password=PASSWORD, labels=LABELS))
+    stack.hub()
+    second = free_port()
+    stack.hub("hub2", second)
+    stack.ports = [stack.port, second]
+    return stack
 
 
 async def revoke_and_measure(stack: Stack, run: int) -> list[float]:
@@ -346,36 +322,6 @@ FRAME_CHECK = re.compile(
 GRACE = 16  # the worker reads its config every 10 s: it must see the successor
 
 
-@pytest.fixture
-def stack(tmp_path):
-    stack = Stack(tmp_path)
-    stack.env["LOG_LEVEL"] = "DEBUG"  # the most log lines to scan for secrets
-    stack.manage("migrate")
-    setup = CONSUMER_SETUP.format(password=PASSWORD, pairs=PAIRS)
-    stack.secrets = stack.python(setup)
-    for name in ("producer", "consumer"):
-        (tmp_path / f"{name}.key").write_text(stack.secrets[f"{name}_key"])
-    yield stack
-    stack.close()
-
-
-def start_workers(stack: Stack) -> None:
-    stack.start(
-        "producer",
-        "runproducer",
-        "e2e",
-        env={"CANDLECAST_PRODUCER_KEY_FILE": str(stack.tmp / "producer.key")},
-    )
-    stack.start(
-        "consumer",
-        "runconsumer",
-        "follower",
-        "--strategy",
-        f"{__name__}.FrameCheck",
-        env={"CANDLECAST_CONSUMER_KEY_FILE": str(stack.tmp / "consumer.key")},
-    )
-
-
 def frame_checks(stack: Stack) -> list[tuple[str, int, str, str, int]]:
     return [
         (pair, int(rows), first, last, int(holes))
@@ -406,8 +352,13 @@ async def bot_session(stack: Stack) -> tuple[list[str], pd.Timestamp]:
 
 
 def test_it_keeps_a_consumer_s_frames_complete_while_its_token_rotates(stack):
-    stack.start_hub()
-    start_workers(stack)
+    stack.env["LOG_LEVEL"] = "DEBUG"  # the most log lines to scan for secrets
+    stack.secrets = stack.setup(CONSUMER_SETUP.format(password=PASSWORD, pairs=PAIRS))
+    stack.hub()
+    stack.producer("e2e", stack.secrets["producer_key"])
+    stack.consumer(
+        "follower", stack.secrets["consumer_key"], strategy=f"{__name__}.FrameCheck"
+    )
     stack.wait_until(
         "the consumer ran on a new candle",
         lambda: (
@@ -448,7 +399,7 @@ def test_it_keeps_a_consumer_s_frames_complete_while_its_token_rotates(stack):
     switched = newest_candles(stack)
     stack.wait_until("candles after the switch", lambda: ran_past(stack, switched))
     for name in ("consumer", "producer", "hub"):
-        assert stack.stop(name) == 0, stack.logs()
+        assert stack.stop(name) == 0
 
     checks = frame_checks(stack)
     assert [c for c in checks if c[4] != 0] == [], "a frame had a hole"

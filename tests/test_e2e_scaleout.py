@@ -10,28 +10,21 @@ producer worker started against hub 2 carries on, leaving no gap in any consumer
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
 import re
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import urllib.request
-from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 import pytest
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
-from websockets.asyncio.client import connect
 
 from consumers.strategy import ConsumerStrategy
-from controlplane.lib.wire import freqtrade
 from tests.processes import ROOT, Stack, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.interop, pytest.mark.timeout(420)]
@@ -99,49 +92,25 @@ FRAME_CHECK = re.compile(r"frame-check (\S+) rows=(\d+) last=(\S+) holes=(\d+)")
 ### Two hub processes on one Redis
 
 
-def redis_url() -> str:
-    """REDIS_URL, or the local Redis this test then requires: it fails, never skips."""
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname, parts.port or 6379), 2).close()
-    except OSError as exc:
-        pytest.fail(
-            f"two hub processes need Redis to share snapshots and a channel layer, "
-            f"and nothing answers at {url} ({exc}): start redis-server or set "
-            "REDIS_URL"
-        )
-    return url
-
-
 @pytest.fixture
-def hubs(tmp_path):
+def hubs(stack):
     """Hub 1 and hub 2 on one database and one Redis, with the producer, the
     consumer and their keys; stack.ports are the two hubs' ports."""
-    stack = Stack(tmp_path)
-    stack.env["REDIS_URL"] = redis_url()
-    stack.env.setdefault("CANDLECAST_REDIS_PREFIX", f"cc-e2e-{secrets.token_hex(4)}")
+    stack.redis()
     stack.env["CANDLECAST_STATUS_TOKEN"] = STATUS_TOKEN
-    try:
-        stack.manage("migrate")
-        setup = SETUP.format(
-            pairs=PAIRS,
-            timeframe=TIMEFRAME,
-            history=HISTORY,
-            bot=BOT,
-            late_bot=LATE_BOT,
-        )
-        stack.secrets = stack.python(setup)
-        for name in ("producer", "consumer"):
-            (tmp_path / f"{name}.key").write_text(stack.secrets[f"{name}_key"])
-        stack.start_hub("hub1")
-        second = free_port()
-        hub2 = stack.start("hub2", "runhub", "--port", str(second))
-        stack.wait_http(f"http://127.0.0.1:{second}/admin/login/", hub2)
-        stack.ports = [stack.port, second]
-        yield stack
-    finally:
-        stack.close()
+    setup = SETUP.format(
+        pairs=PAIRS,
+        timeframe=TIMEFRAME,
+        history=HISTORY,
+        bot=BOT,
+        late_bot=LATE_BOT,
+    )
+    stack.secrets = stack.setup(setup)
+    stack.hub("hub1")
+    second = free_port()
+    stack.hub("hub2", second)
+    stack.ports = [stack.port, second]
+    return stack
 
 
 def hub_url(port: int) -> str:
@@ -149,60 +118,29 @@ def hub_url(port: int) -> str:
 
 
 def start_producer(stack: Stack, name: str, port: int) -> None:
-    stack.start(
-        name,
-        "runproducer",
-        "e2e",
-        env={
-            "CANDLECAST_HUB_URL": hub_url(port),
-            "CANDLECAST_PRODUCER_KEY_FILE": str(stack.tmp / "producer.key"),
-        },
-    )
-    stack.wait_until(
-        f"{name} published its history",
-        lambda: "rows of history" in stack.log(name),
-    )
+    key = stack.secrets["producer_key"]
+    stack.producer("e2e", key, name=name, hub=port, history=True)
 
 
-def start_consumer(stack: Stack, port: int) -> None:
-    stack.start(
-        "consumer",
-        "runconsumer",
-        "follower",
-        "--strategy",
-        f"{__name__}.FrameCheck",
-        "--dump",
-        str(stack.tmp / "dump"),
-        env={
-            "CANDLECAST_HUB_URL": hub_url(port),
-            "CANDLECAST_CONSUMER_KEY_FILE": str(stack.tmp / "consumer.key"),
-        },
-    )
-
-
-def start_freqtrade(
-    stack: Stack, python: str, name: str, port: int, token: str, min_rows: int
-) -> None:
+def start_freqtrade(stack: Stack, name: str, port: int, token: str, min_rows: int):
     """FreqTrade's own consumer (tests/interop): done when every pair holds
     ``min_rows`` rows and a candle newer than those of its first full load."""
-    log = open(stack.tmp / f"{name}.log", "w")
-    args = [python, str(ROOT / "tests" / "interop" / "freqtrade_consumer.py")]
-    args += ["--host", "127.0.0.1", "--port", str(port), "--token", token]
-    args += ["--timeframe", TIMEFRAME, "--expect-pairs", str(len(PAIRS))]
-    args += ["--min-rows", str(min_rows), "--wait-new-candle", "--sleep-time", "1"]
-    args += ["--timeout", "150", "--out", str(stack.tmp / name)]
-    stack.processes[name] = subprocess.Popen(args, stdout=log, stderr=log)
+    stack.freqtrade_consumer(
+        name,
+        token,
+        port,
+        timeframe=TIMEFRAME,
+        expect_pairs=len(PAIRS),
+        min_rows=min_rows,
+        wait_new_candle=True,
+        sleep_time=1,
+        timeout=150,
+    )
 
 
 def freqtrade_frames(stack: Stack, name: str) -> dict[str, pd.DataFrame]:
     """Wait for FreqTrade's consumer to finish; the frames it held."""
-    process = stack.processes.pop(name)
-    try:
-        code = process.wait(200)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        code = process.wait()
-    assert code == 0, f"{name} did not get what it waited for:\n{stack.logs()}"
+    assert stack.wait_exit(name, 200) == 0, f"{name} did not get what it waited for"
     out = stack.tmp / name
     assert json.loads((out / "whitelist.json").read_text()) == PAIRS
     return {pair: pd.read_parquet(out / f"{safe(pair)}.parquet") for pair in PAIRS}
@@ -210,7 +148,7 @@ def freqtrade_frames(stack: Stack, name: str) -> dict[str, pd.DataFrame]:
 
 def dumped_frames(stack: Stack) -> dict[str, pd.DataFrame]:
     """SIGTERM the consumer worker: it exits 0 and leaves its frames in the dump."""
-    assert stack.stop("consumer") == 0, stack.logs()
+    assert stack.stop("consumer") == 0
     folder = stack.tmp / "dump" / "default"
     assert json.loads((folder / "whitelist.json").read_text()) == PAIRS
     return {pair: pd.read_parquet(folder / f"{safe(pair)}.parquet") for pair in PAIRS}
@@ -221,24 +159,6 @@ def safe(pair: str) -> str:
 
 
 ### What the hubs serve and say
-
-
-def hub_frames(port: int, token: str) -> dict[str, pd.DataFrame]:
-    """Every pair's frame as one hub serves it (limit 1500), decoded exactly."""
-
-    async def fetch() -> dict[str, pd.DataFrame]:
-        url = f"ws://127.0.0.1:{port}/api/v1/message/ws?token={token}"
-        async with connect(url, max_size=8 << 20) as ws:
-            await ws.send('{"type":"analyzed_df","data":{"limit":1500,"pair":null}}')
-            frames = {}
-            for _ in PAIRS:
-                message = freqtrade.decode_message(
-                    await asyncio.wait_for(ws.recv(), 10)
-                )
-                frames[message["data"]["key"][0]] = message["data"]["df"]
-            return frames
-
-    return asyncio.run(fetch())
 
 
 def status_json(port: int) -> dict:
@@ -279,18 +199,6 @@ def holes_seen(stack: Stack) -> int:
 def consumer_past(stack: Stack, candle: pd.Timestamp) -> bool:
     newest = newest_candles(stack)
     return all(pair in newest and newest[pair] > candle for pair in PAIRS)
-
-
-@contextlib.contextmanager
-def frozen(stack: Stack, *names: str):
-    """Hold processes (SIGSTOP) so that nothing changes while the hubs are read."""
-    for name in names:
-        stack.processes[name].send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for name in names:
-            stack.processes[name].send_signal(signal.SIGCONT)
 
 
 ### Comparing frames
@@ -340,52 +248,45 @@ def assert_served(
 ### The test
 
 
-def test_it_serves_every_consumer_from_any_hub_and_outlives_a_stopped_hub(
-    hubs, freqtrade_python
-):
+def test_it_serves_every_consumer_from_any_hub_and_outlives_a_stopped_hub(hubs):
     stack, (one, two) = hubs, hubs.ports
     probe = stack.secrets["probe_token"]
-    try:
-        start_producer(stack, "producer", one)
-        start_consumer(stack, two)
-        held = max(len(f) for f in hub_frames(one, probe).values())
-        start_freqtrade(
-            stack,
-            freqtrade_python,
-            "bot",
-            two,
-            stack.secrets["bot_token"],
-            held + TICKS,
-        )
-        stack.wait_until(
-            "the consumer worker on hub 2 loaded the history and ran on new candles",
-            lambda: (
-                "all 3 pairs loaded" in stack.log("consumer")
-                and len(FRAME_CHECK.findall(stack.log("consumer"))) > 2 * len(PAIRS)
-            ),
-            timeout=60,
-        )
-        stack.wait_until(
-            "the FreqTrade consumer subscribed on hub 2",
-            lambda: BOT in producer_view(status_json(two))["subscribers"],
-            timeout=60,
-        )
-        views = same_status_on_both_hubs(stack)
-        first = freqtrade_frames(stack, "bot")
-        served = hub_frames(two, probe)
-        for pair in PAIRS:
-            bot = first[pair]
-            assert len(bot) >= held + TICKS, "the candles published on hub 1"
-            assert_served(bot, [served[pair]], f"{BOT} {pair}", exact=False)
-            assert list(bot.columns) == list(served[pair].columns)
+    start_producer(stack, "producer", one)
+    stack.consumer(
+        "follower",
+        stack.secrets["consumer_key"],
+        hub=two,
+        strategy=f"{__name__}.FrameCheck",
+        dump=stack.tmp / "dump",
+    )
+    held = max(len(f) for f in stack.hub_frames(probe, len(PAIRS), one).values())
+    start_freqtrade(stack, "bot", two, stack.secrets["bot_token"], held + TICKS)
+    stack.wait_until(
+        "the consumer worker on hub 2 loaded the history and ran on new candles",
+        lambda: (
+            "all 3 pairs loaded" in stack.log("consumer")
+            and len(FRAME_CHECK.findall(stack.log("consumer"))) > 2 * len(PAIRS)
+        ),
+        timeout=60,
+    )
+    stack.wait_until(
+        "the FreqTrade consumer subscribed on hub 2",
+        lambda: BOT in producer_view(status_json(two))["subscribers"],
+        timeout=60,
+    )
+    views = same_status_on_both_hubs(stack)
+    first = freqtrade_frames(stack, "bot")
+    served = stack.hub_frames(probe, len(PAIRS), two)
+    for pair in PAIRS:
+        bot = first[pair]
+        assert len(bot) >= held + TICKS, "the candles published on hub 1"
+        assert_served(bot, [served[pair]], f"{BOT} {pair}", exact=False)
+        assert list(bot.columns) == list(served[pair].columns)
 
-        before = stop_hub_one(stack)
-        late = switch_producer_to_hub_two(stack, freqtrade_python, before)
-        after = hub_frames(two, probe)
-        frames = dumped_frames(stack)
-    except BaseException:
-        print(stack.logs())
-        raise
+    before = stop_hub_one(stack)
+    late = switch_producer_to_hub_two(stack, before)
+    after = stack.hub_frames(probe, len(PAIRS), two)
+    frames = dumped_frames(stack)
 
     for pair in PAIRS:
         both = [before[pair], after[pair]]
@@ -411,7 +312,7 @@ def same_status_on_both_hubs(stack: Stack) -> dict:
     must show the same producer, counts, pairs and consumers, and serve the same
     frames from the shared snapshots."""
     one, two = stack.ports
-    with frozen(stack, "producer", "bot"):
+    with stack.paused("producer", "bot"):
         views: list[dict] = []
 
         def agree() -> bool:
@@ -419,7 +320,10 @@ def same_status_on_both_hubs(stack: Stack) -> dict:
             return views[0] == views[1] and views[0]["totals"]["deliveries"] > 0
 
         stack.wait_until("both hubs show the same status", agree, timeout=20)
-        frames = [hub_frames(port, stack.secrets["probe_token"]) for port in (one, two)]
+        frames = [
+            stack.hub_frames(stack.secrets["probe_token"], len(PAIRS), port)
+            for port in (one, two)
+        ]
     view = views[0]
     assert view["processes"] == 2
     assert view["state"] == "online" and view["worker"].startswith("127.0.0.1")
@@ -438,7 +342,7 @@ def stop_hub_one(stack: Stack) -> dict[str, pd.DataFrame]:
     # One publish connection until now: an idle socket's layer channel outlives
     # redis-py's default 5 s read timeout (controlplane/settings.py).
     assert stack.log("producer").count("connected to the hub") == 1
-    assert stack.stop("hub1") == 0, stack.logs()
+    assert stack.stop("hub1") == 0
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{hub_url(one)}/admin/login/", timeout=2)
     stack.wait_until(
@@ -447,11 +351,11 @@ def stop_hub_one(stack: Stack) -> dict[str, pd.DataFrame]:
     )
     # Stopped while it waits to reconnect: it must hear the SIGTERM at once.
     assert stack.stop("producer", timeout=5) == 0, stack.log("producer")
-    return hub_frames(two, stack.secrets["probe_token"])
+    return stack.hub_frames(stack.secrets["probe_token"], len(PAIRS), two)
 
 
 def switch_producer_to_hub_two(
-    stack: Stack, python: str, before: dict[str, pd.DataFrame]
+    stack: Stack, before: dict[str, pd.DataFrame]
 ) -> dict[str, pd.DataFrame]:
     """A new FreqTrade consumer loads from hub 2 while no producer worker runs; a
     producer worker started against hub 2 continues. Returns that consumer's
@@ -467,16 +371,14 @@ def switch_producer_to_hub_two(
         timeout=60,
     )
     replies = producer_row(two)["totals"]["replies"]
-    start_freqtrade(
-        stack, python, "late-bot", two, stack.secrets["late_bot_token"], HISTORY
-    )
+    start_freqtrade(stack, "late-bot", two, stack.secrets["late_bot_token"], HISTORY)
     stack.wait_until(
         "hub 2 answered the new FreqTrade consumer from the snapshots",
         lambda: producer_row(two)["totals"]["replies"] >= replies + len(PAIRS),
         timeout=60,
     )
     start_producer(stack, "producer-2", two)
-    republished = hub_frames(two, stack.secrets["probe_token"])
+    republished = stack.hub_frames(stack.secrets["probe_token"], len(PAIRS), two)
     newest = max(frame["date"].iloc[-1] for frame in republished.values())
     assert newest > max(f["date"].iloc[-1] for f in before.values())
     stack.wait_until(
@@ -507,13 +409,11 @@ print(json.dumps({{"after": asyncio.run(idle())}}))
 """
 
 
-def test_it_keeps_waiting_on_a_quiet_layer_channel_longer_than_5_s(tmp_path):
+def test_it_keeps_waiting_on_a_quiet_layer_channel_longer_than_5_s(stack):
     """A socket that gets no layer message (a publish socket, a feed between 5m
     candles) must not die of redis-py's 5 s read timeout on channels-redis' 5 s
     blocking pop."""
-    stack = Stack(tmp_path)
-    stack.env["REDIS_URL"] = redis_url()
-    stack.env.setdefault("CANDLECAST_REDIS_PREFIX", f"cc-e2e-{secrets.token_hex(4)}")
+    stack.redis()
     done = stack.manage("shell", "-c", IDLE_RECEIVE.format(seconds=12), check=False)
     assert done.returncode == 0, f"the layer's receive failed:\n{done.stderr[-3000:]}"
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {

@@ -66,33 +66,15 @@ def playwright_or_skip():
     return sync_playwright
 
 
-@pytest.fixture
-def stack(tmp_path):
-    stack = Stack(tmp_path)
+def start(stack: Stack) -> None:
+    """The hub and both workers, on the rows of SETUP."""
     # Without the feed socket's own signal, a stopped consumer shows offline once
     # its reports stop: 15 s here instead of 30 s.
     stack.env["CANDLECAST_CONSUMER_OFFLINE_SECONDS"] = "15"
-    stack.manage("migrate")
-    secrets = stack.python(SETUP)
-    for name in ("producer", "consumer"):
-        (tmp_path / f"{name}.key").write_text(secrets[f"{name}_key"])
-    yield stack
-    stack.close()
-
-
-def start_workers(stack: Stack) -> None:
-    stack.start_hub()
-    key = str(stack.tmp / "producer.key")
-    stack.start(
-        "producer", "runproducer", "e2e", env={"CANDLECAST_PRODUCER_KEY_FILE": key}
-    )
-    key = str(stack.tmp / "consumer.key")
-    stack.start(
-        "consumer",
-        "runconsumer",
-        "follower",
-        env={"CANDLECAST_CONSUMER_KEY_FILE": key},
-    )
+    secrets = stack.setup(SETUP)
+    stack.hub()
+    stack.producer("e2e", secrets["producer_key"])
+    stack.consumer("follower", secrets["consumer_key"])
 
 
 def log_in(page, base: str) -> None:
@@ -116,7 +98,7 @@ def save(page, tmp_path: Path, name: str) -> Path:
 
 def test_it_shows_the_system_live_in_a_real_browser(stack, tmp_path):
     sync_playwright = playwright_or_skip()
-    start_workers(stack)
+    start(stack)
     base = f"http://127.0.0.1:{stack.port}"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -129,9 +111,6 @@ def test_it_shows_the_system_live_in_a_real_browser(stack, tmp_path):
             log_in(page, base)
             follow_the_page(page, stack, tmp_path)
             assert errors == [], errors
-        except BaseException:
-            print(stack.logs())
-            raise
         finally:
             browser.close()
 

@@ -3,18 +3,12 @@ run from .venv-freqtrade) follows our hub and ends up with the producer's frames
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
 import time
 
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
-from websockets.asyncio.client import connect
-
-from controlplane.lib.wire import freqtrade
-from tests.processes import ROOT, Stack
 
 pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -33,74 +27,29 @@ print(json.dumps({{"key": key, "token": token}}))
 
 
 @pytest.fixture
-def stack(tmp_path):
-    stack = Stack(tmp_path)
-    stack.manage("migrate")
-    stack.secrets = stack.python(SETUP)
-    (tmp_path / "producer.key").write_text(stack.secrets["key"])
-    stack.start_hub()
-    stack.start(
-        "producer",
-        "runproducer",
-        "interop",
-        env={"CANDLECAST_PRODUCER_KEY_FILE": str(tmp_path / "producer.key")},
-    )
-    yield stack
-    stack.close()
+def secrets(stack) -> dict:
+    """The hub and the producer worker running; its key and a feed token."""
+    secrets = stack.setup(SETUP)
+    stack.hub()
+    stack.producer("interop", secrets["key"])
+    return secrets
 
 
-async def hub_frames(url: str) -> dict[str, pd.DataFrame]:
-    """The hub's frames, decoded exactly by our own decoder."""
-    async with connect(url, max_size=8 << 20) as ws:
-        await ws.send('{"type":"analyzed_df","data":{"limit":1500,"pair":null}}')
-        frames = {}
-        for _ in PAIRS:
-            data = freqtrade.decode_message(await asyncio.wait_for(ws.recv(), 10))[
-                "data"
-            ]
-            frames[data["key"][0]] = data["df"]
-    return frames
-
-
-def run_freqtrade_consumer(
-    stack: Stack, python: str, out
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            python,
-            str(ROOT / "tests" / "interop" / "freqtrade_consumer.py"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(stack.port),
-            "--token",
-            stack.secrets["token"],
-            "--timeframe",
-            "5m",
-            "--expect-pairs",
-            str(len(PAIRS)),
-            "--min-rows",
-            "1500",
-            "--wait-new-candle",
-            "--timeout",
-            "120",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
-
-
-def test_it_feeds_freqtrade_s_own_consumer(stack, freqtrade_python, tmp_path):
+def test_it_feeds_freqtrade_s_own_consumer(stack, secrets, tmp_path):
     started = time.monotonic()
-    done = run_freqtrade_consumer(stack, freqtrade_python, tmp_path / "ft")
+    stack.freqtrade_consumer(
+        "ft",
+        secrets["token"],
+        timeframe="5m",
+        expect_pairs=len(PAIRS),
+        min_rows=1500,
+        wait_new_candle=True,
+        timeout=120,
+    )
+    code = stack.wait_exit("ft", 200)
     elapsed = time.monotonic() - started
-    if done.returncode != 0:
-        print(done.stderr[-8000:], stack.logs())
-    assert done.returncode == 0
-    ours = asyncio.run(hub_frames(f"{stack.feed_url}?token={stack.secrets['token']}"))
+    assert code == 0
+    ours = stack.hub_frames(secrets["token"], len(PAIRS))
     assert json.loads((tmp_path / "ft" / "whitelist.json").read_text()) == PAIRS
     for pair in PAIRS:
         theirs = pd.read_parquet(tmp_path / "ft" / f"{pair.replace('/', '_')}.parquet")
@@ -130,7 +79,7 @@ def test_it_feeds_freqtrade_s_own_consumer(stack, freqtrade_python, tmp_path):
 
 
 def test_it_refuses_freqtrade_s_consumer_with_a_revoked_token_at_the_handshake(
-    stack, freqtrade_python, tmp_path
+    stack, secrets
 ):
     """FreqTrade sees HTTP 403 (and waits sleep_time), not an accepted-then-closed
     socket (which would make it reconnect at once)."""
@@ -139,30 +88,9 @@ def test_it_refuses_freqtrade_s_consumer_with_a_revoked_token_at_the_handshake(
         "FeedToken.objects.update(revoked_at='2026-01-01T00:00:00Z')\n"
         "print(json.dumps({}))"
     )
-    done = subprocess.run(
-        [
-            freqtrade_python,
-            str(ROOT / "tests" / "interop" / "freqtrade_consumer.py"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(stack.port),
-            "--token",
-            stack.secrets["token"],
-            "--expect-pairs",
-            "1",
-            "--timeout",
-            "8",
-            "--sleep-time",
-            "2",
-            "--out",
-            str(tmp_path / "ft"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    stack.freqtrade_consumer(
+        "ft", secrets["token"], expect_pairs=1, timeout=8, sleep_time=2
     )
-    assert done.returncode == 2
-    assert "HTTP 403" in done.stderr
-    hub_log = (stack.tmp / "hub.log").read_text()
-    assert 2 <= hub_log.count("feed: refused") <= 6  # one try per sleep_time
+    assert stack.wait_exit("ft", 60) == 2
+    assert "HTTP 403" in stack.log("ft")
+    assert 2 <= stack.log("hub").count("feed: refused") <= 6  # one try per sleep_time

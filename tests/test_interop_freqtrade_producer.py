@@ -9,11 +9,8 @@ their frames at exit to be compared.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-import signal
-import subprocess
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -27,11 +24,10 @@ from websockets.exceptions import InvalidStatus
 from controlplane.lib.contracts import ConsumerSettings, Follow
 from controlplane.lib.feedclient.client import ProducerClient
 from controlplane.lib.feedclient.framestore import FrameStore
-from tests.processes import ROOT, Stack
+from tests.processes import Stack
 
 pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.timeout(180)]
 
-HARNESS = ROOT / "tests" / "interop" / "freqtrade_producer.py"
 PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 ROWS = 500
 TOKEN = "interop-Token_1.x~"  # URL-safe, as FreqTrade's own consumers need
@@ -52,27 +48,16 @@ print(json.dumps({{"consumer_key": consumer.issue_key()}}))
 RAN = re.compile(r"consumers\.strategy: (\S+/\S+) (\d{4}-\d\d-\d\d \d\d:\d\d) ")
 
 
-@contextlib.contextmanager
-def freqtrade_producer(python: str, tmp: Path, token: str, dump: Path | None = None):
-    """Run the harness until it prints READY; yields (process, port)."""
-    args = [python, str(HARNESS), "--token", token, "--pairs", ",".join(PAIRS)]
-    args += ["--rows", str(ROWS), "--seconds-per-candle", "2"]
-    args += ["--dump", str(dump)] if dump else []
-    with open(tmp / "freqtrade.log", "w") as log:
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        ready = process.stdout.readline()  # FreqTrade's imports take ~2 s
-        assert ready.startswith("READY "), (tmp / "freqtrade.log").read_text()[-4000:]
-        yield process, int(ready.split()[1])
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        process.stdout.close()
+def freqtrade_producer(stack: Stack, token: str, dump: Path | None = None) -> int:
+    """The harness as process "freqtrade", once it printed READY; returns its port."""
+    return stack.freqtrade_producer(
+        "freqtrade",
+        token,
+        pairs=",".join(PAIRS),
+        rows=ROWS,
+        seconds_per_candle=2,
+        dump=dump,
+    )
 
 
 def runs(log: str) -> dict[str, list[pd.Timestamp]]:
@@ -87,60 +72,37 @@ def file_name(pair: str) -> str:
     return pair.replace("/", "_").replace(":", "_") + ".parquet"
 
 
-def test_it_follows_a_real_freqtrade_producer(freqtrade_python, tmp_path):
-    stack = Stack(tmp_path)
+def test_it_follows_a_real_freqtrade_producer(stack, tmp_path):
     stack.env["LOG_LEVEL"] = "DEBUG"  # the strategy's per-pair lines, the requests
     ft_dump, our_dump = tmp_path / "ft", tmp_path / "ours"
-    try:
-        with freqtrade_producer(freqtrade_python, tmp_path, TOKEN, ft_dump) as (
-            freqtrade,
-            port,
-        ):
-            stack.manage("migrate")
-            setup = SETUP.format(limit=INITIAL_LIMIT, port=port, token=TOKEN)
-            (tmp_path / "consumer.key").write_text(stack.python(setup)["consumer_key"])
-            stack.start_hub()
-            started = time.monotonic()
-            stack.start(
-                "consumer",
-                "runconsumer",
-                "follower",
-                "--dump",
-                str(our_dump),
-                env={"CANDLECAST_CONSUMER_KEY_FILE": str(tmp_path / "consumer.key")},
-            )
-            stack.wait_until(
-                "loaded", lambda: "all 3 pairs loaded" in stack.log("consumer"), 60
-            )
-            loaded = time.monotonic() - started
-            stack.wait_until(
-                "the strategy ran", lambda: all(runs(stack.log("consumer")).values())
-            )
-            first = {p: c[0] for p, c in runs(stack.log("consumer")).items()}
-            stack.wait_until(
-                "a new candle",
-                lambda: all(
-                    c[-1] > first[p] for p, c in runs(stack.log("consumer")).items()
-                ),
-            )
-            assert stack.stop("consumer") == 0
-            # FreqTrade's frames now hold every candle the consumer saw, and more.
-            freqtrade.send_signal(signal.SIGTERM)
-            assert freqtrade.wait(30) == 0
-        log = stack.log("consumer")
-        # initial_candle_limit honoured: the opening request, and 200 rows per pair.
-        assert '{"type":"analyzed_df","data":{"limit":200,"pair":null}}' in log
-        # The limit, give or take a candle that closed while loading (and a 1-row
-        # broadcast may land before the opening reply: "(1-200 rows)" for a moment).
-        rows = re.search(r"all 3 pairs loaded in [\d.]+ s \((?:\d+-)?(\d+) rows", log)
-        assert rows and 200 <= int(rows.group(1)) <= 202, log
-        assert "requesting" not in log  # nothing was missing
-        compare_with_freqtrade_s_frames(our_dump / "default", ft_dump)
-    except BaseException:
-        print(stack.logs(), (tmp_path / "freqtrade.log").read_text()[-4000:])
-        raise
-    finally:
-        stack.close()
+    port = freqtrade_producer(stack, TOKEN, ft_dump)
+    setup = SETUP.format(limit=INITIAL_LIMIT, port=port, token=TOKEN)
+    key = stack.setup(setup)["consumer_key"]
+    stack.hub()
+    started = time.monotonic()
+    stack.consumer("follower", key, dump=our_dump)
+    stack.wait_log("consumer", "all 3 pairs loaded", 60)
+    loaded = time.monotonic() - started
+    stack.wait_until(
+        "the strategy ran", lambda: all(runs(stack.log("consumer")).values())
+    )
+    first = {p: c[0] for p, c in runs(stack.log("consumer")).items()}
+    stack.wait_until(
+        "a new candle",
+        lambda: all(c[-1] > first[p] for p, c in runs(stack.log("consumer")).items()),
+    )
+    assert stack.stop("consumer") == 0
+    # FreqTrade's frames now hold every candle the consumer saw, and more.
+    assert stack.stop("freqtrade", timeout=30) == 0
+    log = stack.log("consumer")
+    # initial_candle_limit honoured: the opening request, and 200 rows per pair.
+    assert '{"type":"analyzed_df","data":{"limit":200,"pair":null}}' in log
+    # The limit, give or take a candle that closed while loading (and a 1-row
+    # broadcast may land before the opening reply: "(1-200 rows)" for a moment).
+    rows = re.search(r"all 3 pairs loaded in [\d.]+ s \((?:\d+-)?(\d+) rows", log)
+    assert rows and 200 <= int(rows.group(1)) <= 202, log
+    assert "requesting" not in log  # nothing was missing
+    compare_with_freqtrade_s_frames(our_dump / "default", ft_dump)
     print(
         f"\nconsumer start -> 3 x {INITIAL_LIMIT} rows from FreqTrade: {loaded:.2f} s"
     )
@@ -170,31 +132,31 @@ def compare_with_freqtrade_s_frames(ours: Path, theirs: Path) -> None:
 
 
 async def test_it_url_encodes_a_token_freqtrade_s_own_consumer_could_not_send(
-    freqtrade_python, tmp_path
+    stack,
 ):
     """'a&b+c/d' sent raw (as FreqTrade's consumer does) is cut at '&' and refused;
     our consumer encodes it and the producer's query parser decodes it back."""
     token = "a&b+c/d"
-    with freqtrade_producer(freqtrade_python, tmp_path, token) as (_, port):
-        url = f"ws://127.0.0.1:{port}/api/v1/message/ws?token="
-        with pytest.raises(InvalidStatus) as refused:
-            async with connect(url + token):
-                pass
-        assert refused.value.response.status_code == 403
-        async with connect(url + quote(token, safe="")) as ws:  # the control
-            await ws.send('{"type":"whitelist"}')
-            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["data"] == PAIRS
-        follow = Follow("default", "freqtrade", "127.0.0.1", port, False, token)
-        store = FrameStore()
-        client = ProducerClient(follow, ConsumerSettings(sleep_time=1), store)
-        task = asyncio.create_task(client.run())
-        try:
-            deadline = time.monotonic() + 30
-            while len(store.keys()) < len(PAIRS):
-                assert time.monotonic() < deadline, client.last_error
-                await asyncio.sleep(0.05)
-        finally:
-            await client.close()
-            await asyncio.wait_for(task, 10)
+    port = freqtrade_producer(stack, token)
+    url = f"ws://127.0.0.1:{port}/api/v1/message/ws?token="
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url + token):
+            pass
+    assert refused.value.response.status_code == 403
+    async with connect(url + quote(token, safe="")) as ws:  # the control
+        await ws.send('{"type":"whitelist"}')
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["data"] == PAIRS
+    follow = Follow("default", "freqtrade", "127.0.0.1", port, False, token)
+    store = FrameStore()
+    client = ProducerClient(follow, ConsumerSettings(sleep_time=1), store)
+    task = asyncio.create_task(client.run())
+    try:
+        deadline = time.monotonic() + 30
+        while len(store.keys()) < len(PAIRS):
+            assert time.monotonic() < deadline, client.last_error
+            await asyncio.sleep(0.05)
+    finally:
+        await client.close()
+        await asyncio.wait_for(task, 10)
     assert client.reconnects == 0 and client.last_error is None
     assert min(len(store.get((p, "5m", "spot"))[0]) for p in PAIRS) >= ROWS
