@@ -194,6 +194,10 @@ def export_block(consumer: Consumer, request) -> str:
 
 @admin.register(ConsumerKey)
 class ConsumerKeyAdmin(CredentialAdmin):
+    revoked = (
+        "refused from now on; the consumer worker using it stops within 10 s, when "
+        "it next reads its config (its feed connections use feed tokens, not this key)"
+    )
     list_display = ("prefix", "consumer", *CredentialAdmin.list_display[1:])
     list_select_related = ("consumer",)
     list_filter = ("consumer",)

@@ -141,6 +141,10 @@ class ProducerAdmin(KeyHolderAdmin):
 
 @admin.register(ProducerKey)
 class ProducerKeyAdmin(CredentialAdmin):
+    revoked = (
+        "refused from now on; the producer worker using it stops within 30 s, when "
+        "it next reads its definition (its publish connection closes then)"
+    )
     list_display = ("prefix", "producer", *CredentialAdmin.list_display[1:])
     list_select_related = ("producer",)
     list_filter = ("producer",)

@@ -302,9 +302,7 @@ class CredentialAdmin(AuditedAdmin):
         hint = f"{self.hint} The old ones stay valid until {when_after(grace)}."
         return show_secrets(request, title, shown, hint)
 
-    @admin.action(
-        description="Revoke: refuse from now on (closes live feed connections)"
-    )
+    @admin.action(description="Revoke: refuse from now on")
     def revoke(self, request, queryset):
         n = sum(credential.revoke() for credential in queryset)
         self.message_user(request, f"{n} {self.model.NOUN}(s) revoked: {self.revoked}")

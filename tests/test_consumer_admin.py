@@ -290,6 +290,7 @@ def test_it_revokes_a_consumer_key_and_the_api_refuses_it(admin_client, bob, cli
         KEYS, {"action": "revoke", "_selected_action": [row.pk]}, follow=True
     )
     assert "1 consumer key(s) revoked" in response.content.decode()
+    assert "consumer worker using it stops within 10 s" in response.content.decode()
     status, error = config_status(client, key)
     assert status == 403
     assert error.startswith(f"consumer key {key[:12]}… was revoked")
