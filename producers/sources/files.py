@@ -20,7 +20,6 @@ from producers.sources.options import OptionReader
 # A child of "producers.sources": its records reach that logger's handlers.
 logger = logging.getLogger(__name__)
 
-OPTIONS = ("datadir", "seconds_per_candle", "start")
 OHLCV_COLUMNS = ["date", "open", "high", "low", "close", "volume"]
 # Candle types that are not candles, stored by FreqTrade under their own columns.
 VALUE_COLUMNS = {

@@ -15,8 +15,6 @@ from controlplane.lib.candles import candle_open_seconds, candle_position, epoch
 from producers.sources.base import CandleSource, Clock, SourceError, frame
 from producers.sources.options import OptionReader
 
-OPTIONS = ("seed", "seconds_per_candle", "start_price", "volatility", "skip_every")
-
 
 def build(
     timeframe: str,
