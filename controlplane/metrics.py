@@ -86,6 +86,24 @@ def producer_lines(snapshot: StatusSnapshot) -> Iterator[str]:
     yield from family("feed_subscribers", "gauge", "Feed sockets connected.")
     for p in producers:
         yield sample("feed_subscribers", len(p["subscribers"]), producer=p["name"])
+    relays = [
+        (p["name"], p["upstream"])
+        for p in producers
+        if p["upstream"] and p["upstream"]["standby"]
+    ]
+    yield from family(
+        "relay_switches_total",
+        "counter",
+        "Switches between a relay's primary and standby FreqTrade bots.",
+    )
+    for name, upstream in relays:
+        yield sample("relay_switches_total", upstream["switches"], producer=name)
+    yield from family(
+        "relay_following_standby", "gauge", "1 while a relay follows its standby bot."
+    )
+    for name, upstream in relays:
+        following = int(upstream["following"] == "standby")
+        yield sample("relay_following_standby", following, producer=name)
     yield from family(
         "producer_last_publish_timestamp_seconds",
         "gauge",

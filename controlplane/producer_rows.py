@@ -48,6 +48,9 @@ class UpstreamRow(TypedDict):
     pairs_held: int
     newest_candle: str | None
     reported: float | None  # when the hub received the report
+    following: str  # "primary" or "standby"
+    switches: int  # from one bot to the other
+    standby: str  # with a standby bot, in words: which is followed, the other's state
 
 
 class ProducerRow(TypedDict):
@@ -139,6 +142,9 @@ def upstream_row(producer: Producer, now: float) -> UpstreamRow | None:
             "pairs_held": 0,
             "newest_candle": None,
             "reported": None,
+            "following": "primary",
+            "switches": 0,
+            "standby": "",
         }
     report, reported = stored["status"], parse_iso(stored["received"])
     since = parse_iso(report["since"])
@@ -152,7 +158,33 @@ def upstream_row(producer: Producer, now: float) -> UpstreamRow | None:
         "pairs_held": report["pairs_held"],
         "newest_candle": report["newest_candle"],
         "reported": reported,
+        "following": report.get("following", "primary"),
+        "switches": report.get("switches", 0),
+        "standby": standby_words(report, now),
     }
+
+
+def standby_words(report: contracts.UpstreamStatus, now: float) -> str:
+    """Which of two bots the relay follows, and the other's state, in words."""
+    other = report.get("other")
+    if other is None:
+        return ""
+    switched = parse_iso(report.get("switched_at"))
+    when = f" since {duration(now - switched)} ago" if switched is not None else ""
+    state = (
+        "connected"
+        if other["connected"]
+        else (f"unreachable ({other['last_error'] or 'not connected yet'})")
+    )
+    switches = report.get("switches", 0)
+    count = f"; {switches} switch{'es' if switches != 1 else ''}" if switches else ""
+    if report.get("following") == "standby":
+        return (
+            f"following the STANDBY bot{when}: the primary at {other['url']} is "
+            f"{state}, newest candle {other['newest_candle'] or 'none'}; back to it "
+            f"once it has caught up{count}"
+        )
+    return f"standby bot at {other['url']}: {state}{count}"
 
 
 def upstream_state(

@@ -72,22 +72,42 @@ class ProducerForm(forms.ModelForm):
         "never shown again. Write-only: leave empty to keep the stored one.",
     )
 
+    standby_token = forms.CharField(
+        required=False,
+        strip=True,
+        label="Standby ws_token",
+        validators=[validate_upstream_token],
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The standby bot's api_server.ws_token. Stored encrypted and never "
+        "shown again. Write-only: leave empty to keep the stored one.",
+    )
+
     class Meta:
         model = Producer
         fields = "__all__"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["upstream_port"].required = False  # only a FreqTrade bot's
+        for name in ("upstream_port", "standby_port", "failover_seconds"):
+            self.fields[name].required = False  # only a FreqTrade bot's
 
     def clean_upstream_port(self) -> int:
         return self.cleaned_data.get("upstream_port") or FREQTRADE_PORT
+
+    def clean_standby_port(self) -> int:
+        return self.cleaned_data.get("standby_port") or FREQTRADE_PORT
+
+    def clean_failover_seconds(self) -> int:
+        value = self.cleaned_data.get("failover_seconds")
+        return value or Producer._meta.get_field("failover_seconds").default
 
     def clean(self):
         cleaned = super().clean()
         # Set before the model's own clean(), which checks that a token is there.
         if cleaned.get("upstream_token"):
             self.instance.set_upstream_token(cleaned["upstream_token"])
+        if cleaned.get("standby_token"):
+            self.instance.set_standby_token(cleaned["standby_token"])
         return cleaned
 
 
@@ -105,11 +125,20 @@ class ProducerAdmin(KeyHolderAdmin):
     )
     list_filter = ("enabled", "source", "candle_type")
     search_fields = ("name",)
-    readonly_fields = ("created", "key_history", "upstream_token_state")
+    readonly_fields = (
+        "created",
+        "key_history",
+        "upstream_token_state",
+        "standby_token_state",
+    )
 
     @admin.display(description="upstream ws_token")
     def upstream_token_state(self, obj: Producer) -> str:
         return "stored (encrypted)" if obj.upstream_token_encrypted else "-"
+
+    @admin.display(description="standby ws_token")
+    def standby_token_state(self, obj: Producer) -> str:
+        return "stored (encrypted)" if obj.standby_token_encrypted else "-"
 
     actions = ["rotate_producer_key", "issue_producer_key", "enable", "disable"]
 

@@ -147,6 +147,35 @@ class Producer(KeyHolder, models.Model):
     # The bot's api_server.ws_token: the config API hands it to the producer worker,
     # so it is kept encrypted (key from settings), never shown again.
     upstream_token_encrypted = models.TextField(blank=True, editable=False)
+    # A second FreqTrade bot running the same strategy: the relay keeps following
+    # it too and publishes its frames while the primary is down or behind.
+    standby_host = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_upstream_host],
+        help_text="FreqTrade bot only, optional: a standby bot's host. The relay "
+        "follows it too, and publishes its frames while the primary is down or "
+        "behind it for the failover time.",
+    )
+    standby_port = models.PositiveIntegerField(
+        default=FREQTRADE_PORT,
+        validators=[
+            MinValueValidator(1, "the port must be from 1 to 65535"),
+            MaxValueValidator(65535, "the port must be from 1 to 65535"),
+        ],
+        help_text="The standby bot's api_server.listen_port.",
+    )
+    standby_secure = models.BooleanField(
+        default=False, help_text="wss:// (TLS) to the standby bot."
+    )
+    standby_token_encrypted = models.TextField(blank=True, editable=False)
+    failover_seconds = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1, "give at least 1 second")],
+        help_text="With a standby bot: how long the primary may be unreachable, or "
+        "behind the standby's newest candle, before the relay follows the standby. "
+        "It goes back as soon as the primary has caught up.",
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -173,21 +202,37 @@ class Producer(KeyHolder, models.Model):
         """
         return tokens.decrypt(self.upstream_token_encrypted, tokens.fernet_key())
 
+    def set_standby_token(self, plaintext: str) -> None:
+        validate_upstream_token(plaintext)
+        self.standby_token_encrypted = tokens.encrypt(plaintext, tokens.fernet_key())
+
+    @property
+    def has_standby(self) -> bool:
+        return self.relays and bool(self.standby_host)
+
     def definition(self) -> contracts.ProducerDefinition:
         """What its producer worker runs.
 
         Raises:
             ValueError: the bot's ws_token cannot be decrypted.
         """
-        upstream = None
+        upstream = standby = None
         if self.relays:
-            # The only place the bot's ws_token leaves the database: to the worker
+            # The only place the bots' ws_tokens leave the database: to the worker
             # that holds this producer's key.
             upstream = contracts.Upstream(
                 self.upstream_host,
                 self.upstream_port,
                 self.upstream_secure,
                 self.upstream_token(),
+            )
+        if self.has_standby:
+            standby = contracts.Upstream(
+                self.standby_host,
+                self.standby_port,
+                self.standby_secure,
+                tokens.decrypt(self.standby_token_encrypted, tokens.fernet_key()),
+                failover_seconds=self.failover_seconds,
             )
         return contracts.ProducerDefinition(
             name=self.name,
@@ -199,6 +244,7 @@ class Producer(KeyHolder, models.Model):
             source_options=self.source_options,
             history=self.history,
             upstream=upstream,
+            standby=standby,
         )
 
     def clean(self) -> None:
@@ -218,6 +264,23 @@ class Producer(KeyHolder, models.Model):
                 "A producer whose source is a FreqTrade bot needs that bot's "
                 f"{' and '.join(missing)} (its api_server listen address and "
                 "ws_token): fill in the upstream fields, or choose another source."
+            )
+        if self.standby_host and not self.standby_token_encrypted:
+            raise ValidationError(
+                {
+                    "standby_host": "A standby bot needs its ws_token too: fill in "
+                    "the standby ws_token, or clear the standby host."
+                }
+            )
+        if self.standby_host and (self.standby_host, self.standby_port) == (
+            self.upstream_host,
+            self.upstream_port,
+        ):
+            raise ValidationError(
+                {
+                    "standby_host": "The standby is the primary bot itself: give "
+                    "another bot's host or port, or clear the standby host."
+                }
             )
 
     @property

@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 QUIET_SECONDS = 0.5
 GATHER_MAX_SECONDS = 2.0
 STATUS_SECONDS = 5.0
+WATCH_SECONDS = 1.0  # with a standby bot: how often the failover is checked
 FULL = None  # a change that replaced the whole frame
 
 
@@ -113,21 +114,75 @@ class RelayStore(FrameStore):
             return set(self._changed)
 
 
+class Link:
+    """One FreqTrade bot followed: its client and the frames it holds."""
+
+    def __init__(
+        self,
+        role: str,
+        follow: Follow,
+        config: WorkerConfig,
+        definition: ProducerDefinition,
+        wake: Callable[[], None],
+    ) -> None:
+        self.role, self.follow = role, follow
+        self.store = RelayStore(definition.history, wake)
+        self.client = make_client(follow, self.store, config, definition)
+        self.since = time.time()  # connected since, or down since
+        self.up = False
+        self.trouble_since: float | None = None  # down or behind, since (monotonic)
+
+    def connected(self) -> bool:
+        connected = self.client.connected
+        if connected != self.up:
+            self.up, self.since = connected, time.time()
+        return connected
+
+    def newest(self, keys: list[Key]) -> pd.Timestamp | None:
+        held = (self.store.newest(k) for k in keys)
+        return max((h[0] for h in held if h is not None), default=None)
+
+
 class Relay:
-    """One FreqTrade bot followed, its frames published to the hub."""
+    """A FreqTrade bot followed, its frames published to the hub; with a standby
+    bot, both are followed and the frames of one of them are published."""
 
     def __init__(self, config: WorkerConfig, definition: ProducerDefinition) -> None:
         self.config = config
         self.definition = definition
         self.loop = asyncio.get_running_loop()
         self.woken = asyncio.Event()
-        self.store = RelayStore(definition.history, self._wake)
-        self.follow = upstream_follow(definition)
-        self.client = make_client(self.follow, self.store, config, definition)
+        self.primary = Link(
+            "primary", upstream_follow(definition), config, definition, self._wake
+        )
+        self.standby: Link | None = None
+        self.failover_seconds = 0
+        if definition.standby is not None:
+            follow = definition.standby.follow(f"{definition.name} (standby)")
+            self.standby = Link("standby", follow, config, definition, self._wake)
+            self.failover_seconds = definition.standby.failover_seconds or 60
+        self.active = self.primary
+        self.switches = 0
+        self.switched_at: float | None = None
         self.published_last: dict[Key, pd.Timestamp] = {}
         self.mismatch: str | None = None
-        self.link_since = time.time()
-        self.link_up = False
+
+    @property
+    def links(self) -> list[Link]:
+        return [self.primary] if self.standby is None else [self.primary, self.standby]
+
+    # What is relayed comes from the bot followed now.
+    @property
+    def store(self) -> RelayStore:
+        return self.active.store
+
+    @property
+    def client(self) -> ProducerClient:
+        return self.active.client
+
+    @property
+    def follow(self) -> Follow:
+        return self.active.follow
 
     ### Waking the publisher from the client (maybe from a thread)
 
@@ -146,17 +201,19 @@ class Relay:
     def filter(self) -> list[str]:
         return list(self.definition.pairs)
 
-    def whitelist(self) -> list[str]:
-        """The bot's whitelist, narrowed to the producer's pairs when it has some."""
+    def whitelist(self, link: Link | None = None) -> list[str]:
+        """The bot's whitelist, narrowed to the producer's pairs when it has some
+        (the bot followed now, unless ``link`` names the other)."""
         wanted = set(self.filter)
-        return [p for p in self.store.whitelist if not wanted or p in wanted]
+        store = (link or self.active).store
+        return [p for p in store.whitelist if not wanted or p in wanted]
 
-    def relayed(self, key: Key) -> bool:
+    def relayed(self, key: Key, link: Link | None = None) -> bool:
         expected = (self.definition.timeframe, self.definition.candle_type)
         if tuple(key[1:]) != expected:
             self._mismatch(key)
             return False
-        return key[0] in self.whitelist()
+        return key[0] in self.whitelist(link)
 
     def _mismatch(self, key: Key) -> None:
         text = (
@@ -168,10 +225,65 @@ class Relay:
             logger.error("producer %s: %s", self.definition.name, text)
         self.mismatch = text
 
-    def keys(self) -> list[Key]:
-        order = {pair: i for i, pair in enumerate(self.whitelist())}
-        held = [k for k in self.store.keys() if self.relayed(k)]
+    def keys(self, link: Link | None = None) -> list[Key]:
+        link = link or self.active
+        order = {pair: i for i, pair in enumerate(self.whitelist(link))}
+        held = [k for k in link.store.keys() if self.relayed(k, link)]
         return sorted(held, key=lambda k: order[k[0]])
+
+    ### Failover, with a standby bot
+
+    def choose(self) -> str | None:
+        """Follow the other bot when this one has been down or behind for the
+        failover time, or back to the primary once it has caught up; the reason
+        when it switched."""
+        if self.standby is None:
+            return None
+        other = self.standby if self.active is self.primary else self.primary
+        now = time.monotonic()
+        keys, their_keys = self.keys(), self.keys(other)
+        mine, theirs = self.active.newest(keys), other.newest(their_keys)
+        if self.active is self.standby:
+            # Back to the primary as soon as it is up and holds what we relay.
+            if not other.connected() or theirs is None or mine is None:
+                return None
+            if theirs < mine or len(their_keys) < len(keys):
+                return None
+            return self._switch(other, f"{other.follow.display_url} has caught up")
+        down = not self.active.connected()
+        behind = theirs is not None and (mine is None or mine < theirs)
+        if not (down or behind) or not other.connected() or theirs is None:
+            self.active.trouble_since = None
+            return None
+        if self.active.trouble_since is None:
+            self.active.trouble_since = now
+        waited = now - self.active.trouble_since
+        if waited < self.failover_seconds:
+            return None
+        if down:
+            error = self.active.client.last_error or "not connected"
+            why = f"unreachable for {waited:.0f} s ({error})"
+        else:
+            why = (
+                f"behind the standby for {waited:.0f} s (newest candle "
+                f"{_iso(mine)}, the standby's {_iso(theirs)})"
+            )
+        return self._switch(other, f"{self.active.follow.display_url} {why}")
+
+    def _switch(self, to: Link, why: str) -> str:
+        logger.warning(
+            "producer %s: %s; following the %s bot at %s",
+            self.definition.name,
+            why,
+            to.role,
+            to.follow.display_url,
+        )
+        self.active.trouble_since = to.trouble_since = None
+        self.active = to
+        self.switches += 1
+        self.switched_at = time.time()
+        self.published_last = {}  # the new bot's whole frames replace the hub's
+        return why
 
     ### Frames to publish
 
@@ -215,6 +327,9 @@ class Relay:
 
     async def tick(self, publisher: Publisher) -> None:
         """Publish what changed since the last tick, gathered into one message."""
+        for link in self.links:
+            if link is not self.active:
+                link.store.take_changes()  # its frames are kept, not published
         changed, listed, waited = self.store.take_changes()
         if listed:  # pairs new to the whitelist whose frames came before it
             for key in self.keys():
@@ -253,7 +368,8 @@ class Relay:
                 break
             woken = asyncio.ensure_future(self.woken.wait())
             try:
-                if await wait_while_open_or(ws, stop, woken, CONFIG_REFRESH_SECONDS):
+                wait = CONFIG_REFRESH_SECONDS if self.standby is None else WATCH_SECONDS
+                if await wait_while_open_or(ws, stop, woken, wait):
                     return True
             finally:
                 woken.cancel()
@@ -283,6 +399,8 @@ class Relay:
         while not stop.is_set():
             if await self.gather(ws, stop):
                 break
+            if self.choose() is not None:
+                await self.publish_history(publisher)
             await self.tick(publisher)
             if time.monotonic() - refreshed >= CONFIG_REFRESH_SECONDS:
                 refreshed = time.monotonic()
@@ -313,25 +431,40 @@ class Relay:
     ### Status, reported to the hub
 
     def status(self) -> UpstreamStatus:
-        connected = self.client.connected
-        if connected != self.link_up:
-            self.link_up, self.link_since = connected, time.time()
+        """The bot followed now; with a standby, which one it is and the other's
+        state."""
+        connected = self.active.connected()
         keys = self.keys()
-        held = (self.store.newest(k) for k in keys)
-        newest = max((h[0] for h in held if h is not None), default=None)
+        newest = self.active.newest(keys)
         error = self.client.last_error
-        return {
+        report: UpstreamStatus = {
             "url": self.follow.display_url,
             "connected": connected,
-            "since": datetime.fromtimestamp(self.link_since, UTC).isoformat(),
+            "since": datetime.fromtimestamp(self.active.since, UTC).isoformat(),
             "reconnects": self.client.reconnects,
             "last_error": error,
             "refused": bool(error and "refused our token" in error and not connected),
             "mismatch": self.mismatch,
             "whitelist": self.whitelist(),
             "pairs_held": len(keys),
-            "newest_candle": None if newest is None else newest.isoformat(),
+            "newest_candle": _iso(newest),
         }
+        if self.standby is not None:
+            other = self.standby if self.active is self.primary else self.primary
+            report["following"] = self.active.role
+            report["switches"] = self.switches
+            report["switched_at"] = (
+                None
+                if self.switched_at is None
+                else datetime.fromtimestamp(self.switched_at, UTC).isoformat()
+            )
+            report["other"] = {
+                "url": other.follow.display_url,
+                "connected": other.connected(),
+                "last_error": other.client.last_error,
+                "newest_candle": _iso(other.newest(self.keys(other))),
+            }
+        return report
 
     async def report(self, stop: asyncio.Event) -> None:
         """POST the upstream's state to the hub every STATUS_SECONDS, and at once
@@ -362,6 +495,10 @@ class Relay:
                 await asyncio.wait_for(stop.wait(), 1.0)
             except TimeoutError:
                 pass
+
+
+def _iso(when: pd.Timestamp | None) -> str | None:
+    return None if when is None else when.isoformat()
 
 
 class Restart(Exception):
@@ -410,7 +547,7 @@ def make_client(
 def _core(definition: ProducerDefinition) -> tuple:
     """What a running relay cannot follow: a change restarts it."""
     d = definition
-    return (d.timeframe, d.candle_type, d.history, d.upstream)
+    return (d.timeframe, d.candle_type, d.history, d.upstream, d.standby)
 
 
 async def run(
@@ -420,14 +557,21 @@ async def run(
     while True:
         relay = Relay(config, definition)
         logger.info(
-            "producer %s relays the FreqTrade bot at %s (%s %s, %s)",
+            "producer %s relays the FreqTrade bot at %s (%s %s, %s)%s",
             config.name,
             relay.follow.display_url,
             definition.timeframe,
             definition.candle_type,
             ", ".join(definition.pairs) or "every pair it whitelists",
+            ""
+            if relay.standby is None
+            else f"; standby bot at {relay.standby.follow.display_url}, followed "
+            f"after {relay.failover_seconds} s of trouble",
         )
-        following = asyncio.create_task(relay.client.run(), name="upstream")
+        following = [
+            asyncio.create_task(link.client.run(), name=f"upstream {link.role}")
+            for link in relay.links
+        ]
         reporting = asyncio.create_task(relay.report(stop), name="upstream status")
         try:
             await publish(relay, stop)
@@ -435,8 +579,9 @@ async def run(
         except Restart as exc:
             logger.info("restarting the relay: %s", exc)
         finally:
-            await relay.client.close()
-            await asyncio.wait_for(following, 10)
+            for link in relay.links:
+                await link.client.close()
+            await asyncio.wait_for(asyncio.gather(*following), 10)
             reporting.cancel()
         fresh = await definition_with_retry(config, stop)
         if fresh is None:

@@ -135,6 +135,8 @@ class Follow:
     port: int
     secure: bool
     ws_token: str = field(repr=False)
+    # A standby's only: how long the primary may be down or behind it.
+    failover_seconds: int | None = None
 
     @property
     def endpoint(self) -> tuple:
@@ -338,6 +340,8 @@ class Upstream:
     port: int
     secure: bool
     ws_token: str = field(repr=False)
+    # A standby's only: how long the primary may be down or behind it.
+    failover_seconds: int | None = None
 
     def follow(self, name: str) -> Follow:
         return Follow(
@@ -358,6 +362,7 @@ class ProducerDefinition:
     source_options: dict[str, Any]
     history: int  # rows kept per pair
     upstream: Upstream | None = None  # only for a relay
+    standby: Upstream | None = None  # a relay's second bot, when it has one
 
     @property
     def relays(self) -> bool:
@@ -366,8 +371,11 @@ class ProducerDefinition:
     def document(self) -> dict[str, Any]:
         document = asdict(self)
         document["pairs"] = list(self.pairs)
-        if self.upstream is None:
-            del document["upstream"]
+        for name in ("upstream", "standby"):
+            if document[name] is None:
+                del document[name]
+            elif document[name]["failover_seconds"] is None:
+                del document[name]["failover_seconds"]
         return document
 
     @classmethod
@@ -380,7 +388,7 @@ class ProducerDefinition:
         options = fields.get("source_options")
         if not isinstance(options, dict):
             raise ContractError("source_options must be an object")
-        upstream = fields.get("upstream")
+        upstream, standby = fields.get("upstream"), fields.get("standby")
         return cls(
             name=_typed(fields, "name", str, where),
             timeframe=_typed(fields, "timeframe", str, where),
@@ -390,17 +398,22 @@ class ProducerDefinition:
             source=_typed(fields, "source", str, where),
             source_options=options,
             history=_count(fields, "history", where),
-            upstream=None if upstream is None else _upstream(upstream),
+            upstream=None if upstream is None else _upstream(upstream, "upstream"),
+            standby=None if standby is None else _upstream(standby, "standby"),
         )
 
 
-def _upstream(raw: object) -> Upstream:
-    fields = _object(raw, "upstream")
+def _upstream(raw: object, where: str) -> Upstream:
+    fields = _object(raw, where)
+    failover = None
+    if "failover_seconds" in fields:
+        failover = _count(fields, "failover_seconds", where)
     return Upstream(
-        host=_typed(fields, "host", str, "upstream"),
-        port=_count(fields, "port", "upstream"),
-        secure=_typed(fields, "secure", bool, "upstream"),
-        ws_token=_typed(fields, "ws_token", str, "upstream"),
+        host=_typed(fields, "host", str, where),
+        port=_count(fields, "port", where),
+        secure=_typed(fields, "secure", bool, where),
+        ws_token=_typed(fields, "ws_token", str, where),
+        failover_seconds=failover,
     )
 
 
@@ -419,6 +432,20 @@ class UpstreamStatus(TypedDict):
     mismatch: str | None  # the bot's keys do not match the definition
     whitelist: list[str]  # the relayed pairs
     pairs_held: int
+    newest_candle: str | None  # ISO 8601
+    # With a standby bot, the fields above are the bot followed now:
+    following: NotRequired[str]  # "primary" or "standby"
+    switches: NotRequired[int]  # from one bot to the other, since the relay started
+    switched_at: NotRequired[str | None]  # ISO 8601, the last switch
+    other: NotRequired[BotStatus | None]  # the bot not followed now
+
+
+class BotStatus(TypedDict):
+    """The bot a relay keeps following while it publishes the other's frames."""
+
+    url: str
+    connected: bool
+    last_error: str | None
     newest_candle: str | None  # ISO 8601
 
 
@@ -449,7 +476,39 @@ def parse_upstream_status(body: bytes) -> UpstreamStatus:
     if not isinstance(pairs, list) or not all(isinstance(p, str) for p in pairs):
         raise ContractError("'whitelist' must be a list of pairs")
     kept = {name: report[name] for name in (*_UPSTREAM_FIELDS, "whitelist")}
+    if "following" in report:  # a relay with a standby bot
+        kept.update(_standby_fields(report))
     return cast(UpstreamStatus, kept)
+
+
+_BOT_FIELDS: dict[str, tuple[type, ...]] = {
+    "url": (str,),
+    "connected": (bool,),
+    "last_error": (str, type(None)),
+    "newest_candle": (str, type(None)),
+}
+
+
+def _standby_fields(report: dict[str, Any]) -> dict[str, Any]:
+    if report["following"] not in ("primary", "standby"):
+        raise ContractError('\'following\' must be "primary" or "standby"')
+    if not _is_count(report.get("switches")):
+        raise ContractError("'switches' must be a count")
+    if not isinstance(report.get("switched_at"), str | type(None)):
+        raise ContractError("'switched_at' must be str or null")
+    other = report.get("other")
+    if other is not None:
+        other = _object(other, "'other'")
+        for name, types in _BOT_FIELDS.items():
+            if not isinstance(other.get(name), types):
+                raise ContractError(f"'other.{name}' is missing or of the wrong type")
+        other = {name: other[name] for name in _BOT_FIELDS}
+    return {
+        "following": report["following"],
+        "switches": report["switches"],
+        "switched_at": report["switched_at"],
+        "other": other,
+    }
 
 
 ### Checks
