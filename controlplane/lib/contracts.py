@@ -346,6 +346,18 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """The newest candle the hub holds for a producer, and when it stored it.
+
+    A fast source clock restarted from the wall clock would run behind the history
+    already published; the worker continues its clock from here instead.
+    """
+
+    candle: int  # the newest candle's date (open time), ms since the epoch
+    at: float  # when the hub stored it, epoch seconds
+
+
+@dataclass(frozen=True)
 class ProducerDefinition:
     """What a producer worker runs."""
 
@@ -358,6 +370,9 @@ class ProducerDefinition:
     source_options: dict[str, Any]
     history: int  # rows kept per pair
     upstream: Upstream | None = None  # only for a relay
+    # Where the published history ends; not part of what the worker runs, so a
+    # new candle is no definition change.
+    resume: Resume | None = field(default=None, compare=False)
 
     @property
     def relays(self) -> bool:
@@ -368,6 +383,8 @@ class ProducerDefinition:
         document["pairs"] = list(self.pairs)
         if self.upstream is None:
             del document["upstream"]
+        if self.resume is None:
+            del document["resume"]
         return document
 
     @classmethod
@@ -381,6 +398,7 @@ class ProducerDefinition:
         if not isinstance(options, dict):
             raise ContractError("source_options must be an object")
         upstream = fields.get("upstream")
+        resume = fields.get("resume")
         return cls(
             name=_typed(fields, "name", str, where),
             timeframe=_typed(fields, "timeframe", str, where),
@@ -391,7 +409,16 @@ class ProducerDefinition:
             source_options=options,
             history=_count(fields, "history", where),
             upstream=None if upstream is None else _upstream(upstream),
+            resume=None if resume is None else _resume(resume),
         )
+
+
+def _resume(raw: object) -> Resume:
+    fields = _object(raw, "resume")
+    return Resume(
+        candle=_count(fields, "candle", "resume"),
+        at=_number(fields, "at", "resume"),
+    )
 
 
 def _upstream(raw: object) -> Upstream:
