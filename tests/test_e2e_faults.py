@@ -87,3 +87,42 @@ def test_it_fills_the_candles_a_killed_producer_worker_missed(stack: Stack) -> N
         f"restart -> consumer holds the hub's rows and the next candle: "
         f"{recovered:.1f} s; consumer reconnects: 0"
     )
+
+
+def test_it_reloads_a_killed_consumer_worker_whole(stack: Stack) -> None:
+    """Fault 3: kill -9 a consumer worker, restart it; it loads every pair again."""
+    secrets = set_up(stack)
+    start(stack, secrets)
+    before = stack.hub_frames(secrets["token"], len(PAIRS))
+    stack.wait_until(
+        "the consumer holds the hub's candles",
+        lambda: ran_after(stack, newest(before)),
+    )
+    gone = "WebSocket disconnected /api/v1/message/ws"
+    closed = stack.log("hub").count(gone)  # hub_frames' own sockets among them
+    stack.stop("consumer", signal.SIGKILL)
+    stack.wait_until(
+        "the hub logs that the consumer's feed socket went",
+        lambda: stack.log("hub").count(gone) > closed,
+    )
+    restarted = time.monotonic()
+    stack.consumer("follower", secrets["consumer_key"], dump=stack.tmp / "dump")
+    killed = newest(stack.hub_frames(secrets["token"], len(PAIRS)))
+    stack.wait_until(
+        "the restarted consumer runs on the hub's next candle",
+        lambda: ran_after(stack, killed),
+    )
+    recovered = time.monotonic() - restarted
+    with stack.paused("producer"):
+        frames = stop_consumer(stack)
+        hub = stack.hub_frames(secrets["token"], len(PAIRS))
+    for pair in PAIRS:
+        assert frames[pair]["date"].iloc[-1] == hub[pair]["date"].iloc[-1]
+        assert_continuous(frames[pair])
+        assert_equal_to_hub(frames[pair], hub[pair])
+    log = stack.log("consumer")
+    assert log.count(": connected to ") == 1, log[-3000:]
+    print(
+        f"fault 3: consumer worker restart -> every pair whole and the next candle: "
+        f"{recovered:.1f} s; reconnects of the restarted worker: 0"
+    )
