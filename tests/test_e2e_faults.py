@@ -126,3 +126,32 @@ def test_it_reloads_a_killed_consumer_worker_whole(stack: Stack) -> None:
         f"fault 3: consumer worker restart -> every pair whole and the next candle: "
         f"{recovered:.1f} s; reconnects of the restarted worker: 0"
     )
+
+
+def test_it_waits_for_a_hub_started_last(stack: Stack) -> None:
+    """Fault 8: the producer and the consumer worker start before the hub; each
+    says that it waits for it, and both recover once it is up."""
+    secrets = set_up(stack)
+    stack.producer("e2e", secrets["producer_key"])
+    stack.consumer("follower", secrets["consumer_key"], dump=stack.tmp / "dump")
+    for name in ("producer", "consumer"):
+        stack.wait_log(name, f"at {stack.env['CANDLECAST_HUB_URL']} (")
+    stack.hub()
+    started = time.monotonic()
+    stack.wait_log("producer", "rows of history")
+    first = newest(stack.hub_frames(secrets["token"], len(PAIRS)))
+    stack.wait_until(
+        "the consumer runs on the hub's next candle", lambda: ran_after(stack, first)
+    )
+    recovered = time.monotonic() - started
+    with stack.paused("producer"):
+        frames = stop_consumer(stack)
+        hub = stack.hub_frames(secrets["token"], len(PAIRS))
+    for pair in PAIRS:
+        assert frames[pair]["date"].iloc[-1] == hub[pair]["date"].iloc[-1]
+        assert_continuous(frames[pair])
+        assert_equal_to_hub(frames[pair], hub[pair])
+    for name in ("producer", "consumer"):
+        waits = stack.log(name).count("; retrying in ")
+        print(f"fault 8: {name} worker before the hub: {waits} attempts while away")
+    print(f"fault 8: hub up -> consumer on the next candle: {recovered:.1f} s")
