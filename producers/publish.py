@@ -190,8 +190,8 @@ async def store_frame(
     key = (producer.name, pair, timeframe, candle_type)
     rows, dates = publish.frame_rows(frame)
     la = parse_datetime(frame["la"])
-    update = store.replace if frame["full"] else store.upsert
-    await update(
+    update = store.republish if frame["full"] else store.upsert
+    changed = await update(
         key,
         frame["columns"],
         rows,
@@ -201,8 +201,10 @@ async def store_frame(
         dtypes=frame["dtypes"],
     )
     # FreqTrade broadcasts only the newest row(s), never a full frame: consumers
-    # that are connected append it; new ones ask for the history.
-    fresh = min(len(rows), 1 if frame["full"] else len(rows))
+    # that are connected append it; new ones ask for the history. A history whose
+    # older rows changed (a restarted producer re-analysed them) goes out from its
+    # first changed row, so that connected consumers end equal to the hub.
+    fresh = changed if frame["full"] else len(rows)
     if not fresh:
         return None
     snapshot = await store.tail(key, fresh)

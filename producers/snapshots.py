@@ -18,7 +18,7 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,10 +37,17 @@ StreamKey = tuple[str, str, str, str]  # (producer, pair, timeframe, candle_type
 # Distinct (limit, format) replies cached per stream; consumers ask 1500 and a few gap
 # sizes.
 REPLY_CACHE_LIMITS = 16
+# FreqTrade's FULL_DATAFRAME_THRESHOLD: a consumer replaces its whole frame with a
+# broadcast of this many rows or more, and appends a shorter one.
+FULL_FRAME_ROWS = 100
 
 
 class ColumnsChanged(ProtocolError):
     """An update's columns differ from the stored snapshot's."""
+
+
+class HistoryRewound(ProtocolError):
+    """Rows that end before the newest candle already stored: time went back."""
 
 
 class SnapshotStoreUnavailable(RuntimeError):
@@ -88,11 +95,47 @@ class SnapshotStore(ABC):
         ``rows`` are JSON (FreqTrade's replies), ``packed`` the same rows as msgpack
         (exact, for native replies), ``dtypes`` the columns' dtype codes (without
         them native replies infer each column's dtype).
+
+        Raises:
+            HistoryRewound: the rows end before the newest stored candle.
         """
         _check_rows(rows, packed, dates)
         return await self._write(
             "replace", key, list(columns), rows, dates, la, packed, dtypes
         )
+
+    async def republish(
+        self,
+        key: StreamKey,
+        columns: list[str],
+        rows: list[bytes],
+        packed: list[bytes],
+        dates: list[int],
+        la: datetime,
+        *,
+        dtypes: list[str] | None = None,
+    ) -> int:
+        """``replace`` with a producer's whole history; returns how many of its
+        newest rows subscribers must be sent to end equal to it.
+
+        That is one row (the newest) when the rows already stored are unchanged,
+        and every row from the first one that differs when a restarted producer
+        re-analysed them: subscribers drop their rows from that date on and append
+        these. When FULL_FRAME_ROWS rows or more differ, subscribers would take them
+        for a whole frame: then all of them.
+
+        Raises:
+            HistoryRewound: the history ends before the newest stored candle.
+        """
+        _check_rows(rows, packed, dates)
+        found = await self._read_tail(key, None)
+        await self._write(
+            "replace", key, list(columns), rows, dates, la, packed, dtypes
+        )
+        if found is None or not rows:
+            return min(1, len(rows))
+        changed = len(rows) - _unchanged_prefix(found[0], columns, packed, dates)
+        return max(1, changed) if changed < FULL_FRAME_ROWS else len(rows)
 
     async def upsert(
         self,
@@ -238,6 +281,40 @@ def _check_rows(
     _check_dates(rows, dates)
 
 
+def _unchanged_prefix(
+    held: Snapshot, columns: list[str], packed: list[bytes], dates: list[int]
+) -> int:
+    """How many of the new rows subscribers of ``held`` already hold, unchanged:
+    those older than its first row (it no longer has them), then equal rows."""
+    if held.columns != columns or not held.packed:
+        return 0
+    at = columns.index("date")
+    first = orjson.loads(held.rows[0])[at]
+    start = bisect.bisect_left(dates, first)
+    same = set(held.packed)
+    for index in range(start, len(packed)):
+        if packed[index] not in same:
+            return index
+    return len(packed)
+
+
+def _check_forward(key: StreamKey, dates: list[int], held: list[int]) -> None:
+    if dates and held and dates[-1] < held[-1]:
+        raise _rewound(key, dates[-1], held[-1])
+
+
+def _rewound(key: StreamKey, newest: int, held: int) -> HistoryRewound:
+    def minute(ms: int) -> str:
+        return format_datetime(datetime.fromtimestamp(ms / 1000, UTC))
+
+    return HistoryRewound(
+        f"the rows for {key[1]} end at {minute(newest)}, before the {minute(held)} "
+        f"candle producer {key[0]} already published: a history cannot go back in "
+        "time (was the producer's source clock reset?); refused, the hub keeps "
+        "serving the published rows"
+    )
+
+
 def _check_limit(limit: int | None) -> None:
     if limit is not None and (type(limit) is not int or limit < 1):
         raise ValueError(
@@ -295,6 +372,8 @@ class MemoryStore(SnapshotStore):
         la = _utc(la)
         with self._lock:
             stream = self._streams.get(key)
+            if mode == "replace" and stream is not None:
+                _check_forward(key, dates, stream.dates)
             if mode == "replace" or stream is None:
                 stream = _Stream(
                     columns, list(rows), list(dates), la, 0, list(packed), dtypes
@@ -376,6 +455,12 @@ def _columns_changed(key: StreamKey) -> ColumnsChanged:
 # new snapshot, never half of one.
 _WRITE = """
 local stored = redis.call('HGET', KEYS[2], 'columns')
+if stored and ARGV[1] == 'replace' and #ARGV >= 7 then
+  local held = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
+  if held and tonumber(ARGV[#ARGV - 1]) < tonumber(held) then
+    return redis.error_reply('CANDLECAST_REWOUND ' .. held)
+  end
+end
 if ARGV[1] == 'upsert' and stored then
   if stored ~= ARGV[2] then return redis.error_reply('CANDLECAST_COLUMNS') end
   if #ARGV >= 7 then redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[7], '+inf') end
@@ -478,6 +563,9 @@ class RedisStore(SnapshotStore):
         except ResponseError as exc:
             if "CANDLECAST_COLUMNS" in str(exc):
                 raise _columns_changed(key) from None
+            if "CANDLECAST_REWOUND" in str(exc):
+                held = int(float(str(exc).split()[-1]))
+                raise _rewound(key, dates[-1], held) from None
             raise
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._unreachable(exc) from exc

@@ -8,6 +8,7 @@ state here for the status page.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -51,9 +52,21 @@ def producer_config(request: HttpRequest, name: str) -> JsonResponse:
     if isinstance(producer, JsonResponse):
         return producer
     try:
-        return JsonResponse(producer.definition().document())
+        definition = producer.definition()
     except ValueError as exc:  # the bot's ws_token cannot be decrypted
         return error(409, f"producer {name}: {exc} (enter the bot's ws_token again)")
+    resume = published_until(producer.name)
+    return JsonResponse(replace(definition, resume=resume).document())
+
+
+def published_until(name: str) -> contracts.Resume | None:
+    """The newest candle the hub holds for producer ``name`` (None: none yet)."""
+    doc = counters.read_state()["producers"].get(name)
+    pairs = doc["pairs"] if doc else {}
+    if not pairs:
+        return None
+    newest = max(pairs.values(), key=lambda doc: (doc["last"], doc["received"]))
+    return contracts.Resume(candle=newest["last"], at=newest["received"])
 
 
 @csrf_exempt  # key-authenticated from a worker, not cookie-authenticated

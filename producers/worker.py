@@ -113,6 +113,19 @@ class Analysis:
         self.candles: dict[str, pd.DataFrame] = {}
         self.analysed: dict[str, pd.DataFrame] = {}
         self.la: dict[str, datetime] = {}
+        if definition.resume is not None:
+            self._resume(definition.resume)
+
+    def _resume(self, resume: contracts.Resume) -> None:
+        # A fast clock restarted from the wall clock would run hours behind the
+        # history the hub holds (issue 15): continue it from there instead.
+        if self.source.resume(resume.candle, resume.at):
+            logger.info(
+                "the hub holds candles up to %s: the source clock runs on from "
+                "there (now %s), so the candles closed meanwhile are filled",
+                _minute(resume.candle),
+                self.source.now().strftime("%Y-%m-%d %H:%M"),
+            )
 
     @property
     def pairs(self) -> list[str]:
@@ -204,8 +217,19 @@ async def publish_history(publisher: Publisher, analysis: Analysis) -> None:
         await publisher.publish(
             [analysis.full_frame(pair)], whitelist=pairs if index == 0 else None
         )
+    newest = max(
+        (
+            analysis.analysed[p]["date"].iloc[-1]
+            for p in pairs
+            if len(analysis.analysed[p])
+        ),
+        default=None,
+    )
     logger.info(
-        "published %d rows of history for %d pairs", analysis.history, len(pairs)
+        "published %d rows of history for %d pairs, up to %s",
+        analysis.history,
+        len(pairs),
+        "no candle" if newest is None else newest.strftime("%Y-%m-%d %H:%M"),
     )
 
 
@@ -235,10 +259,14 @@ async def tick(publisher: Publisher, analysis: Analysis) -> None:
         newest = max(frame["rows"][-1][at] for frame in frames)
         logger.info(
             "candle %s closed: published %d of %d pairs",
-            datetime.fromtimestamp(newest / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+            _minute(newest),
             len(frames),
             len(analysis.pairs),
         )
+
+
+def _minute(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def process_exception(exc: Exception) -> Exception | None:

@@ -4,10 +4,12 @@ key, and nobody else reads it."""
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 from django.test import Client
 
+from controlplane.lib import contracts, counterdocs, counters
 from producers.models import Producer
 
 HOST = {"HTTP_HOST": "127.0.0.1:8000"}
@@ -47,6 +49,26 @@ def test_it_returns_the_definition_for_the_producers_key(client, producer_key):
         "source_options": {"seed": 7},
         "history": 1500,
     }
+
+
+def test_it_says_where_the_published_history_ends(client, producer_key):
+    """A restarted worker continues its source clock from there (issue 15)."""
+    updates = [
+        counterdocs.PairUpdate("BTC/USDT", 1_800_000_000_000, 300, 1.0),
+        counterdocs.PairUpdate("ETH/USDT", 1_799_999_700_000, 300, 1.0),
+    ]
+    stored = time.time()
+    counters.published("alpha", updates, 100, 2)
+    try:
+        resume = get(client, producer_key).json()["resume"]
+    finally:
+        counters.reset()
+    assert resume["candle"] == 1_800_000_000_000
+    assert resume["at"] >= stored
+    definition = contracts.ProducerDefinition.from_document(
+        get(client, producer_key).json() | {"resume": resume}
+    )
+    assert definition.resume == contracts.Resume(**resume)
 
 
 def test_it_returns_admin_edits_on_the_next_fetch(client, producer, producer_key):

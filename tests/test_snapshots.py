@@ -23,6 +23,7 @@ from controlplane.lib.wire.freqtrade import EMPTY_SPLIT
 from producers.snapshots import (
     REPLY_CACHE_LIMITS,
     ColumnsChanged,
+    HistoryRewound,
     MemoryStore,
     RedisStore,
     SnapshotStoreUnavailable,
@@ -339,3 +340,29 @@ async def test_it_keeps_as_many_rows_as_settings_say(settings):
     store = MemoryStore()
     await store.replace(KEY, COLUMNS, *make_rows(*candles(0, 9)), LA)
     assert await stored_dates(store) == candles(5, 4)
+
+
+async def test_it_refuses_a_history_that_goes_back_in_time(store):
+    """Issue 15: a restarted producer's history ended hours before the published one."""
+    await store.replace(KEY, COLUMNS, *make_rows(*candles(0, 8)), LA)
+    with pytest.raises(HistoryRewound, match="before the 1970-01-01T00:35:00"):
+        await store.republish(KEY, COLUMNS, *make_rows(*candles(0, 6)), LA)
+    assert await stored_dates(store) == candles(0, 8)
+
+
+async def test_it_says_which_rows_of_a_republished_history_changed(store):
+    await store.replace(KEY, COLUMNS, *make_rows(*candles(0, 8)), LA)
+    same = await store.republish(KEY, COLUMNS, *make_rows(*candles(2, 6)), LA)
+    assert same == 1  # the newest: nothing else changed
+    json_rows, packed, dates = make_rows(*candles(2, 9))
+    # Re-analysed from candle 6 on (held, with other values), then 3 new candles.
+    json_rows[4:], packed[4:] = make_rows(*candles(6, 5), close=9.0)[:2]
+    assert await store.republish(KEY, COLUMNS, json_rows, packed, dates, LA) == 5
+
+
+async def test_it_sends_a_whole_republished_history_when_much_changed():
+    """A broadcast of 100 rows or more replaces a consumer's frame: send all rows."""
+    store = MemoryStore(max_rows=300)
+    await store.replace(KEY, COLUMNS, *make_rows(*candles(0, 200)), LA)
+    rows = make_rows(*candles(0, 200), close=2.0)
+    assert await store.republish(KEY, COLUMNS, *rows, LA) == 200

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from controlplane.lib.candles import epoch_ms
 from producers.sources import (
     FileSource,
     SourceError,
@@ -376,3 +377,29 @@ def test_it_refuses_an_unknown_timeframe_or_candle_type() -> None:
         build_source("synthetic", "5x", {}, [])
     with pytest.raises(SourceError, match="Unknown candle type 'perp'"):
         build_source("synthetic", "5m", {}, [], "perp")
+
+
+def test_it_runs_a_fast_clock_on_from_where_a_restarted_worker_left_it() -> None:
+    """Issue 15: a restart re-anchored the clock hours behind the published history."""
+    first, clock = synthetic(seconds_per_candle=2.0)
+    clock.advance(20.0)
+    published = first.history("BTC/USDT", 30)
+    newest = published["date"].iloc[-1]
+    stored_at = clock()
+    clock.advance(20.0)  # the worker is down; the market runs on
+    restarted = SyntheticSource("5m", seconds_per_candle=2.0, clock=clock)
+    assert restarted.history("BTC/USDT", 1)["date"].iloc[-1] < newest
+    assert restarted.resume(epoch_ms(newest), stored_at)
+    history = restarted.history("BTC/USDT", 30)
+    assert history["date"].iloc[-1] == newest + 10 * FIVE_MINUTES
+    pd.testing.assert_frame_equal(history, first.history("BTC/USDT", 30))
+    assert restarted.now() == first.now()
+
+
+def test_it_keeps_a_clock_that_is_already_past_the_published_candles() -> None:
+    source, clock = synthetic(seconds_per_candle=2.0)
+    newest = source.history("BTC/USDT", 1)["date"].iloc[-1]
+    assert not source.resume(epoch_ms(newest - 3 * FIVE_MINUTES), clock())
+    assert source.history("BTC/USDT", 1)["date"].iloc[-1] == newest
+    real, _ = synthetic()
+    assert not real.resume(epoch_ms(newest + 100 * FIVE_MINUTES), clock())

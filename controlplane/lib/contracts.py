@@ -350,6 +350,18 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """The newest candle the hub holds for a producer, and when it stored it.
+
+    A fast source clock restarted from the wall clock would run behind the history
+    already published; the worker continues its clock from here instead.
+    """
+
+    candle: int  # the newest candle's date (open time), ms since the epoch
+    at: float  # when the hub stored it, epoch seconds
+
+
+@dataclass(frozen=True)
 class ProducerDefinition:
     """What a producer worker runs."""
 
@@ -363,6 +375,9 @@ class ProducerDefinition:
     history: int  # rows kept per pair
     upstream: Upstream | None = None  # only for a relay
     standby: Upstream | None = None  # a relay's second bot, when it has one
+    # Where the published history ends; not part of what the worker runs, so a
+    # new candle is no definition change.
+    resume: Resume | None = field(default=None, compare=False)
 
     @property
     def relays(self) -> bool:
@@ -376,6 +391,8 @@ class ProducerDefinition:
                 del document[name]
             elif document[name]["failover_seconds"] is None:
                 del document[name]["failover_seconds"]
+        if self.resume is None:
+            del document["resume"]
         return document
 
     @classmethod
@@ -389,6 +406,7 @@ class ProducerDefinition:
         if not isinstance(options, dict):
             raise ContractError("source_options must be an object")
         upstream, standby = fields.get("upstream"), fields.get("standby")
+        resume = fields.get("resume")
         return cls(
             name=_typed(fields, "name", str, where),
             timeframe=_typed(fields, "timeframe", str, where),
@@ -400,7 +418,16 @@ class ProducerDefinition:
             history=_count(fields, "history", where),
             upstream=None if upstream is None else _upstream(upstream, "upstream"),
             standby=None if standby is None else _upstream(standby, "standby"),
+            resume=None if resume is None else _resume(resume),
         )
+
+
+def _resume(raw: object) -> Resume:
+    fields = _object(raw, "resume")
+    return Resume(
+        candle=_count(fields, "candle", "resume"),
+        at=_number(fields, "at", "resume"),
+    )
 
 
 def _upstream(raw: object, where: str) -> Upstream:

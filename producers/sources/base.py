@@ -42,6 +42,17 @@ class CandleSource(ABC):
     def now(self) -> pd.Timestamp:
         """The source clock, in UTC."""
 
+    def resume(self, candle_ms: int, at: float) -> bool:
+        """Continue the clock of an earlier run whose candle ``candle_ms`` (open
+        time) closed at wall time ``at``; True when the clock moved.
+
+        A clock that follows the wall clock needs nothing (the default). A fast or
+        replayed clock that restarted from its start would run behind the history
+        already published; after this it runs on from where it was, as if the
+        worker had never stopped, so the candles missed meanwhile are closed too.
+        """
+        return False
+
 
 def frame(ms: np.ndarray, columns: dict[str, np.ndarray]) -> DataFrame:
     dates = pd.Series(ms.astype("datetime64[ms]")).dt.tz_localize("UTC")

@@ -209,6 +209,18 @@ class FileSource(CandleSource):
         elapsed = max(0.0, self.clock() - self._wall0)
         return self._origin_ms + int(elapsed * self._speed * 1000)
 
+    def resume(self, candle_ms: int, at: float) -> bool:
+        closes = self._all_closes
+        upcoming = int(np.searchsorted(closes, candle_ms, side="right"))
+        if upcoming == len(closes):
+            return False  # not a candle of these files
+        closed_at = int(closes[upcoming])  # the first close after its open
+        elapsed = max(0.0, self.clock() - at)
+        if closed_at + elapsed * self._speed * 1000 <= self._now_ms():
+            return False
+        self._origin_ms, self._wall0 = closed_at, at
+        return True
+
     def now(self) -> pd.Timestamp:
         return pd.Timestamp(self._now_ms(), unit="ms", tz="UTC")
 

@@ -81,6 +81,16 @@ class SyntheticSource(CandleSource):
         elapsed = max(0.0, self.clock() - self._wall0)
         return self._index0 + elapsed / self.seconds_per_candle + 1e-9
 
+    def resume(self, candle_ms: int, at: float) -> bool:
+        if self.seconds_per_candle is None:
+            return False
+        closed = math.floor(candle_position(candle_ms / 1000.0, self.timeframe)) + 1
+        elapsed = max(0.0, self.clock() - at)
+        if closed + elapsed / self.seconds_per_candle <= self._position():
+            return False  # the restarted clock is already past it
+        self._wall0, self._index0 = at, closed
+        return True
+
     def now(self) -> pd.Timestamp:
         if self.seconds_per_candle is None:
             return pd.Timestamp(self.clock(), unit="s", tz="UTC")
