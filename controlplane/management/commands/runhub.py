@@ -3,8 +3,9 @@
 Unlike `runserver`, the WebSocket size limits follow the project's message size
 limit (Daphne's 1 MiB default also applies to outgoing frames and kills a socket
 with 1011), the access log passes through the secret-redacting filter, a socket
-closed by the application carries its close reason to the client, and a socket's
-sends wait while its connection's send buffer is full.
+closed by the application carries its close reason to the client, a socket's
+sends wait while its connection's send buffer is full, and a client that offers
+permessage-deflate gets each message compressed once per hub process.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ import asyncio
 import logging
 import os
 
+from autobahn.websocket.compress_deflate import (
+    PerMessageDeflate,
+    PerMessageDeflateOffer,
+    PerMessageDeflateOfferAccept,
+)
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
@@ -20,6 +26,7 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.management.base import BaseCommand
 
+from controlplane.lib.wire import deflate
 from producers.snapshots import redact_url
 
 logger = logging.getLogger("candlecast.hub")
@@ -53,9 +60,60 @@ def access_log(protocol: str, action: str, details: dict) -> None:
         logger.info("WebSocket %s %s [%s]", action, path, client)
 
 
+class NoContextTakeoverAccept(PerMessageDeflateOfferAccept):
+    """Accept a deflate offer and say that the hub compresses each message on its
+    own (RFC 7692 lets a server add server_no_context_takeover unasked)."""
+
+    def __init__(self, offer: PerMessageDeflateOffer) -> None:
+        super().__init__(
+            offer,
+            request_no_context_takeover=offer.accept_no_context_takeover,
+            no_context_takeover=True,
+        )
+
+    def get_extension_string(self) -> str:
+        text = super().get_extension_string()
+        if not self.offer.request_no_context_takeover:
+            text += "; server_no_context_takeover"
+        return text
+
+
+def accept_deflate(offers: list) -> NoContextTakeoverAccept | None:
+    """The first permessage-deflate offer, accepted; None: no compression."""
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            return NoContextTakeoverAccept(offer)
+    return None
+
+
 class ReasonedWebSocketProtocol(WebSocketProtocol):
     """Daphne 4.2 drops the ``reason`` of an application's websocket.close; a feed
-    socket closed for a revoked or expired token must say so to the client."""
+    socket closed for a revoked or expired token must say so to the client.
+
+    Daphne (autobahn) negotiates no compression by default, and would compress
+    every message once per socket. A client's deflate offer is accepted without
+    server context takeover, so a message's compressed payload does not depend on
+    the socket: it is built once per hub process (wire.deflate.shared) and written
+    as a ready frame (RSV1 set) to every socket that negotiated deflate.
+    """
+
+    # A plain function: autobahn logs its options' reprs before Daphne has set the
+    # fields a bound method's repr (the protocol's) reads.
+    perMessageCompressionAccept = staticmethod(accept_deflate)  # noqa: N815
+
+    def serverSend(self, content: str | bytes, binary: bool = False) -> None:  # noqa: N802
+        pmce = self._perMessageCompress
+        if (
+            self.state == self.STATE_OPEN
+            and isinstance(pmce, PerMessageDeflate)
+            and pmce.server_no_context_takeover
+        ):
+            payload = deflate.shared.payload(content, pmce.server_max_window_bits)
+            if not 0 < self.maxMessagePayloadSize < len(payload):
+                self.trafficStats.outgoingWebSocketMessages += 1
+                self.sendFrame(opcode=2 if binary else 1, payload=payload, rsv=4)
+                return
+        super().serverSend(content, binary)  # raises on an oversized payload
 
     def handle_reply(self, message: dict) -> None:
         if message.get("type") == "websocket.close" and (

@@ -1,0 +1,56 @@
+"""permessage-deflate (RFC 7692) payloads, compressed once per message per process.
+
+Every socket that negotiated deflate without server context takeover can take the
+same compressed bytes: a broadcast or a cached reply costs one compression in a hub
+process, whatever the number of consumers. Entries are keyed by the message itself
+(the text or bytes the socket would have sent) and the window size.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import OrderedDict
+
+LEVEL = zlib.Z_DEFAULT_COMPRESSION
+# Keys are mostly the reply cache's own strings (shared, not copied): the budget
+# mainly bounds the compressed payloads and the broadcasts a Redis layer hands over.
+CACHE_BYTES = 256 << 20
+TAIL = b"\x00\x00\xff\xff"  # every sync flush ends so; RFC 7692 7.2.1 drops it
+
+
+def deflate(data: bytes, window_bits: int = zlib.MAX_WBITS) -> bytes:
+    """One message's permessage-deflate payload, independent of any other."""
+    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, -window_bits)
+    payload = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return payload[: -len(TAIL)]
+
+
+class DeflateCache:
+    """A small LRU of compressed payloads, bounded by bytes held."""
+
+    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0
+        self.compressions = 0  # what the cache could not spare: one per message
+        self._entries: OrderedDict[tuple[str | bytes, int], bytes] = OrderedDict()
+
+    def payload(self, message: str | bytes, window_bits: int = zlib.MAX_WBITS) -> bytes:
+        key = (message, window_bits)
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            return found
+        data = message.encode() if isinstance(message, str) else message
+        found = deflate(data, window_bits)
+        self.compressions += 1
+        cost = len(message) + len(found)
+        if cost <= self.max_bytes:
+            self._entries[key] = found
+            self.held += cost
+            while self.held > self.max_bytes:
+                (old, _), dropped = self._entries.popitem(last=False)
+                self.held -= len(old) + len(dropped)
+        return found
+
+
+shared = DeflateCache()

@@ -1,0 +1,111 @@
+"""permessage-deflate on the hub: accepted without server context takeover, and
+each message compressed once per hub process whatever the number of sockets."""
+
+import zlib
+
+import pytest
+from autobahn.websocket.compress_deflate import (
+    PerMessageDeflate,
+    PerMessageDeflateOffer,
+)
+
+from controlplane.lib.wire import deflate
+from controlplane.management.commands.runhub import (
+    NoContextTakeoverAccept,
+    ReasonedWebSocketProtocol,
+)
+
+
+class Factory:
+    isServer = True
+    maskServerFrames = False
+
+
+def open_socket(negotiated: bool) -> ReasonedWebSocketProtocol:
+    socket = ReasonedWebSocketProtocol()
+    socket.factory = Factory()
+    socket.state = socket.STATE_OPEN
+    socket.send_state = socket.SEND_STATE_GROUND
+    socket.logFrames = socket.logOctets = socket.maskServerFrames = False
+    socket.client_addr = None
+    socket.trackedTimings = None
+    socket.autoFragmentSize = 0
+    socket.maxMessagePayloadSize = 1 << 20
+    socket.trafficStats = type("Stats", (), {})()
+    for name in (
+        "outgoingWebSocketMessages",
+        "outgoingOctetsAppLevel",
+        "outgoingOctetsWebSocketLevel",
+        "outgoingWebSocketFrames",
+        "outgoingOctetsWireLevel",
+    ):
+        setattr(socket.trafficStats, name, 0)
+    socket._perMessageCompress = (
+        PerMessageDeflate(True, True, False, 15, 15, 8) if negotiated else None
+    )
+    socket.sent = []
+    socket.sendData = lambda data, sync=False, chopsize=None: socket.sent.append(data)
+    return socket
+
+
+def read_frame(raw: bytes) -> tuple[int, bytes]:
+    """(first byte, payload) of one unmasked server frame."""
+    length, start = raw[1] & 0x7F, 2
+    if length == 126:
+        length, start = int.from_bytes(raw[2:4]), 4
+    elif length == 127:
+        length, start = int.from_bytes(raw[2:10]), 10
+    assert len(raw) == start + length
+    return raw[0], raw[start:]
+
+
+@pytest.fixture
+def cache(monkeypatch):
+    fresh = deflate.DeflateCache()
+    monkeypatch.setattr(deflate, "shared", fresh)
+    return fresh
+
+
+def test_k_sockets_cost_one_compression(cache):
+    message = '{"type":"analyzed_df","data":' + "[1.5, 2.25]," * 5000 + "0}"
+    sockets = [open_socket(negotiated=True) for _ in range(10)]
+    for socket in sockets:
+        socket.serverSend(message)
+    assert cache.compressions == 1
+    frames = {socket.sent[0] for socket in sockets}
+    assert len(frames) == 1  # the same bytes on every socket
+    first, payload = read_frame(frames.pop())
+    assert first == 0x80 | 0x40 | 1  # FIN, RSV1 (compressed), text
+    assert len(payload) < len(message) / 10
+    decoded = zlib.decompressobj(-15).decompress(payload + deflate.TAIL)
+    assert decoded.decode() == message
+
+
+def test_a_socket_without_deflate_gets_the_plain_frame(cache):
+    socket = open_socket(negotiated=False)
+    socket.serverSend(b"\x01\x02native", binary=True)
+    assert socket.sent and cache.compressions == 0
+    first, payload = read_frame(b"".join(socket.sent))
+    assert first == 0x80 | 2 and payload == b"\x01\x02native"
+
+
+def test_the_cache_stays_within_its_budget():
+    cache = deflate.DeflateCache(max_bytes=10_000)
+    for n in range(20):
+        cache.payload(str(n) * 1000)
+    assert cache.held <= 10_000
+    assert cache.payload("19" * 1000) and cache.compressions == 20  # still held
+
+
+def test_it_accepts_deflate_saying_it_keeps_no_server_context():
+    offer = PerMessageDeflateOffer(accept_no_context_takeover=True)
+    accept = ReasonedWebSocketProtocol().perMessageCompressionAccept([offer])
+    assert isinstance(accept, NoContextTakeoverAccept)
+    assert set(accept.get_extension_string().split("; ")) == {
+        "permessage-deflate",
+        "server_no_context_takeover",
+        "client_no_context_takeover",
+    }
+    pmce = PerMessageDeflate.create_from_offer_accept(True, accept)
+    assert pmce.server_no_context_takeover
+    assert ReasonedWebSocketProtocol().perMessageCompressionAccept([]) is None
