@@ -7,6 +7,7 @@ export FREQTRADE_VENV
 .PHONY: run test test-embedded test-scaleout lint typecheck bench bench-status bench-fanout browser
 
 $(VENV)/.installed: pyproject.toml
+	@echo "setting up $(VENV) (first run only, about a minute)..."
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'

@@ -85,6 +85,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# Times shown with their zone (controlplane/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["controlplane.formats"]
 USE_I18N = False
 USE_TZ = True
 

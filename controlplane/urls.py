@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
@@ -7,8 +8,18 @@ from controlplane.lib.contracts import PRODUCER_CONFIG, PRODUCER_STATUS, route
 from producers import views as producer_views
 from producers.credential_admin import secrets_shown_once
 
+# The admin is candlecast's: its name, and "View site" opens the status page.
+admin.site.site_header = admin.site.site_title = "candlecast"
+admin.site.index_title = "candlecast administration"
+admin.site.site_url = "/status/"
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    # Browsers ask for /favicon.ico whatever the page links.
+    path(
+        "favicon.ico",
+        RedirectView.as_view(url=static("controlplane/favicon.svg"), permanent=True),
+    ),
     path(
         "admin/shown-once/<str:page_id>/",
         admin.site.admin_view(secrets_shown_once),
