@@ -109,6 +109,10 @@ def default_grace() -> timedelta:
 
 _C = TypeVar("_C", bound="Credential")
 
+# Our secrets are about 50 characters; anything longer is refused before a digest, so
+# a client cannot make the hub hash megabytes per handshake.
+MAX_PRESENTED = 200
+
 
 class CredentialQuerySet(models.QuerySet[_C]):
     def authenticate(
@@ -120,6 +124,11 @@ class CredentialQuerySet(models.QuerySet[_C]):
         revocation and expiry at ``now``. The reason names it only by its prefix.
         """
         model = self.model
+        if len(plaintext) > MAX_PRESENTED:
+            return None, (
+                f"a {model.KIND} of {len(plaintext)} characters is too long to be "
+                f"ours (at most {MAX_PRESENTED})"
+            )
         prefix = tokens.prefix_of(plaintext, model.ROLE)
         if prefix is None:
             return None, f"not a candlecast {model.KIND}"

@@ -154,6 +154,18 @@ def test_it_refuses_a_negative_grace_period(feed_token):
         feed_token[1].rotate(timedelta(seconds=-1))
 
 
+def test_it_refuses_an_overlong_credential_before_any_digest(feed_token, monkeypatch):
+    plaintext, _ = feed_token
+    digests = []
+    monkeypatch.setattr(tokens, "matches", lambda *args: digests.append(args))
+    assert FeedToken.objects.authenticate(plaintext + "x" * 200) == (
+        None,
+        f"a feed token of {len(plaintext) + 200} characters is too long to be ours "
+        "(at most 200)",
+    )
+    assert digests == []
+
+
 def test_it_ends_the_grace_at_once_with_a_grace_of_zero(feed_token):
     plaintext, token = feed_token
     token.rotate(timedelta(0))
