@@ -39,6 +39,9 @@ KEY_HINT = (
 )
 
 
+EXTERNAL_FIELDS = ("host", "port", "secure", "ws_token")
+
+
 class FollowForm(forms.ModelForm):
     ws_token = forms.CharField(
         required=False,
@@ -53,6 +56,14 @@ class FollowForm(forms.ModelForm):
         model = Follow
         fields = ["name", "position", "producer", "host", "port", "secure"]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A saved follow of one of our producers has no bot address: an empty host
+        # and port 8080 would read as a misconfiguration, so they are not shown.
+        if self.instance.producer_id:
+            for name in EXTERNAL_FIELDS:
+                self.fields[name].widget = forms.HiddenInput()
+
     def clean(self):
         cleaned = super().clean()
         # Set before the model's own clean(), which checks that a token is there.
@@ -63,19 +74,18 @@ class FollowForm(forms.ModelForm):
         return cleaned
 
 
-class FollowInline(admin.TabularInline):
+class FollowInline(admin.StackedInline):
+    """Stacked, so the page fits a 1366 px window; a bot's fields share one line."""
+
     model = Follow
     form = FollowForm
     extra = 1
     fields = [
-        "name",
-        "position",
+        ("name", "position"),
         "producer",
-        "host",
-        "port",
-        "secure",
-        "ws_token",
         "token_state",
+        ("host", "port", "secure"),
+        "ws_token",
     ]
     readonly_fields = ["token_state"]
 

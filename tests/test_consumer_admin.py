@@ -322,3 +322,11 @@ def test_it_records_the_feed_token_a_new_follow_gets(admin_client, producer):
         f"/admin/producers/feedtoken/{token.pk}/history/"
     ).content.decode()
     assert f"Issued feed token {token.prefix}… (consumer bob (default))" in history
+
+
+def test_it_hides_the_bot_fields_of_a_follow_of_our_producer(admin_client, bob):
+    """An empty host and port 8080 on such a follow read as a misconfiguration."""
+    page = admin_client.get(change_url(bob)).content.decode()
+    assert 'type="hidden" name="follows-0-host"' in page
+    assert 'type="hidden" name="follows-0-port"' in page
+    assert 'type="text" name="follows-1-host"' in page, "the blank row offers both"
