@@ -58,12 +58,6 @@ def wrong_credential(key: str, reason: str = "") -> str:
 def authenticate(request: HttpRequest) -> Consumer | JsonResponse:
     """The consumer whose key the request carries, or the error response to send."""
     address = request.META.get("REMOTE_ADDR", "unknown")
-    if throttle.blocked(address):
-        return error(
-            429,
-            "too many failed attempts from this address: wait a minute, "
-            "then retry with the right consumer key",
-        )
     key = bearer(request.headers.get("Authorization"))
     if not key:
         return error(
@@ -71,7 +65,12 @@ def authenticate(request: HttpRequest) -> Consumer | JsonResponse:
         )
     found, reason = ConsumerKey.objects.select_related("consumer").authenticate(key)
     if found is None:
-        throttle.failed(address)
+        if throttle.failed(address):  # logged once for the window
+            return error(
+                429,
+                "too many failed attempts from this address: wait a minute, "
+                "then retry with the right consumer key",
+            )
         logger.warning(
             "consumer API: refused a credential from %s: %s", address, reason
         )

@@ -37,14 +37,15 @@ def refuse_reader(request: HttpRequest) -> JsonResponse | None:
     if user.is_authenticated and user.is_active and user.is_staff:
         return None
     address = request.META.get("REMOTE_ADDR", "unknown")
-    if throttle.blocked(address):
-        return error(429, "too many failed attempts from this address: wait a minute")
     token = bearer(request.headers.get("Authorization"))
     expected = settings.CANDLECAST_STATUS_TOKEN
     if token and expected and hmac.compare_digest(token.encode(), expected.encode()):
         return None
     if token:
-        throttle.failed(address)
+        if throttle.failed(address):  # logged once for the window
+            return error(
+                429, "too many failed attempts from this address: wait a minute"
+            )
         logger.warning("status: refused a bearer token from %s", address)
         return error(403, "wrong status token: send CANDLECAST_STATUS_TOKEN's value")
     if user.is_authenticated:

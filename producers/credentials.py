@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from controlplane.lib.auth import throttle
 from producers import tokens
 
 logger = logging.getLogger(__name__)
@@ -132,10 +133,13 @@ class CredentialQuerySet(models.QuerySet[_C]):
         prefix = tokens.prefix_of(plaintext, model.ROLE)
         if prefix is None:
             return None, f"not a candlecast {model.KIND}"
+        if throttle.known_bad(plaintext):  # no lookup, no HMAC for a repeat
+            return None, f"unknown {model.NOUN} {prefix}"
         found = self.filter(prefix=prefix).first()
         if found is None or not tokens.matches(
             plaintext, found.digest, tokens.hmac_key()
         ):
+            throttle.remember_bad(plaintext)  # a random secret never becomes valid
             return None, f"unknown {model.NOUN} {prefix}"
         state = found.state(now)
         if state in (State.REVOKED, State.EXPIRED):

@@ -52,16 +52,14 @@ class FeedSocket(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.address = scope_address(self.scope)
         self.subscriptions: frozenset[str] = frozenset()
-        if throttle.blocked(self.address):
-            counters.handshake_refused("throttled")
-            await self.close()  # before accept: Daphne answers HTTP 403
-            return
         token, reason = await self._resolve(scope_token(self.scope, allow_query=True))
         if token is None:
-            throttle.failed(self.address)
-            counters.handshake_refused("credentials")
-            logger.warning("feed: refused %s: %s", self.address, reason)
-            await self.close()
+            if throttle.failed(self.address):  # logged once for the window
+                counters.handshake_refused("throttled")
+            else:
+                counters.handshake_refused("credentials")
+                logger.warning("feed: refused %s: %s", self.address, reason)
+            await self.close()  # before accept: Daphne answers HTTP 403
             return
         self.format = wire.negotiate(self.scope.get("subprotocols", ()))
         if not await self._join(token):

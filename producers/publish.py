@@ -33,22 +33,20 @@ class PublishSocket(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.address = scope_address(self.scope)
-        if throttle.blocked(self.address):
-            counters.handshake_refused("throttled")
-            await self.close()
-            return
         key = scope_token(self.scope, allow_query=False)
         producer = await self._producer_for(key) if key else None
         if producer is None:
-            throttle.failed(self.address)
-            counters.handshake_refused("credentials")
-            logger.warning(
-                "publish: refused %s: %s",
-                self.address,
-                "no Authorization: Bearer header"
-                if not key
-                else "unknown producer key",
-            )
+            if throttle.failed(self.address):  # logged once for the window
+                counters.handshake_refused("throttled")
+            else:
+                counters.handshake_refused("credentials")
+                logger.warning(
+                    "publish: refused %s: %s",
+                    self.address,
+                    "no Authorization: Bearer header"
+                    if not key
+                    else "unknown producer key",
+                )
             await self.close()
             return
         if not producer.enabled:

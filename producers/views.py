@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from controlplane.lib import contracts, counters
-from controlplane.lib.auth import bearer
+from controlplane.lib.auth import bearer, throttle
 from producers.models import Producer
 
 logger = logging.getLogger(__name__)
@@ -34,12 +34,12 @@ def authenticate(request: HttpRequest, name: str, what: str) -> Producer | JsonR
         return error(401, "send the producer key as 'Authorization: Bearer <key>'")
     producer = Producer.for_key(key)
     if producer is None or producer.name != name:
-        logger.warning(
-            "producer %s: refused a key for %s from %s",
-            what,
-            name,
-            request.META.get("REMOTE_ADDR"),
-        )
+        address = request.META.get("REMOTE_ADDR", "unknown")
+        if throttle.failed(address):  # logged once for the window
+            return error(
+                429, "too many failed attempts from this address: wait a minute"
+            )
+        logger.warning("producer %s: refused a key for %s from %s", what, name, address)
         return error(403, f"this key is not producer {name}'s key")
     if not producer.enabled:
         return error(403, f"producer {name} is disabled: enable it in the admin")

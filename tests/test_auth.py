@@ -177,27 +177,27 @@ def clock(monkeypatch, settings) -> Clock:
     return fake
 
 
-def fail(throttle: FailureThrottle, times: int, address: str = ADDRESS) -> None:
-    for _ in range(times):
-        throttle.failed(address)
+def fail(throttle: FailureThrottle, times: int, address: str = ADDRESS) -> bool:
+    """``times`` failures; whether the last one was over the limit."""
+    return [throttle.failed(address) for _ in range(times)][-1]
 
 
-def test_it_blocks_an_address_after_the_limit(clock):
+def test_an_address_goes_over_the_limit_after_it(clock):
     throttle = FailureThrottle()
-    fail(throttle, 2)
-    assert not throttle.blocked(ADDRESS)
-    fail(throttle, 1)
-    assert throttle.blocked(ADDRESS)
-    assert not throttle.blocked("198.51.100.2")
+    assert not fail(throttle, 3), "the limit's failures are each told"
+    assert throttle.over(ADDRESS)
+    assert fail(throttle, 1)
+    assert not throttle.over("198.51.100.2")
 
 
-def test_it_unblocks_an_address_after_the_window(clock):
+def test_an_address_comes_back_under_after_the_window(clock):
     throttle = FailureThrottle()
     fail(throttle, 3)
     clock.now += 9.9
-    assert throttle.blocked(ADDRESS)
+    assert throttle.over(ADDRESS)
     clock.now += 0.1
-    assert not throttle.blocked(ADDRESS)
+    assert not throttle.over(ADDRESS)
+    assert not throttle.failed(ADDRESS)
 
 
 def test_it_counts_failures_in_a_sliding_window(clock):
@@ -205,11 +205,17 @@ def test_it_counts_failures_in_a_sliding_window(clock):
     fail(throttle, 1)
     clock.now += 5
     fail(throttle, 2)
-    assert throttle.blocked(ADDRESS)
+    assert throttle.over(ADDRESS)
     clock.now += 5  # the first failure leaves the window
-    assert not throttle.blocked(ADDRESS)
-    fail(throttle, 1)
-    assert throttle.blocked(ADDRESS)
+    assert not throttle.over(ADDRESS)
+    assert not throttle.failed(ADDRESS)
+    assert throttle.failed(ADDRESS)
+
+
+def test_it_keeps_no_more_stamps_per_address_than_the_limit(clock):
+    throttle = FailureThrottle()
+    fail(throttle, 5000)
+    assert len(throttle._failures[ADDRESS]) == 3
 
 
 def test_it_logs_the_throttling_once_per_window(clock, caplog):
@@ -217,20 +223,37 @@ def test_it_logs_the_throttling_once_per_window(clock, caplog):
     fail(throttle, 3)
     with caplog.at_level(logging.WARNING, logger="controlplane.lib.auth"):
         for _ in range(5):
-            assert throttle.blocked(ADDRESS)
+            assert throttle.failed(ADDRESS)
             clock.now += 1
         assert len(caplog.records) == 1
         clock.now += 10
-        fail(throttle, 3)
-        assert throttle.blocked(ADDRESS)
+        fail(throttle, 4)
     assert [r.getMessage() for r in caplog.records] == [
-        f"throttling {ADDRESS}: 3 failed handshakes within 10 s; refusing it "
-        "without checking until the window passes"
+        f"throttling {ADDRESS}: 3 failed attempts within 10 s; its further failures "
+        "are refused without a log line each until the window passes (valid "
+        "credentials are still accepted)"
     ] * 2
+
+
+def test_it_remembers_a_failed_secret_for_the_window(clock):
+    throttle = FailureThrottle()
+    throttle.remember_bad("ccf_wrong")
+    assert throttle.known_bad("ccf_wrong") and not throttle.known_bad("ccf_other")
+    clock.now += 10
+    assert not throttle.known_bad("ccf_wrong")
+
+
+def test_it_remembers_a_bounded_number_of_failed_secrets(clock, monkeypatch):
+    monkeypatch.setattr(FailureThrottle, "MAX_SECRETS", 2)
+    throttle = FailureThrottle()
+    for secret in ("a", "b", "c"):
+        throttle.remember_bad(secret)
+    assert [throttle.known_bad(s) for s in "abc"] == [False, True, True]
 
 
 def test_it_forgets_everything_on_reset(clock):
     throttle = FailureThrottle()
     fail(throttle, 3)
+    throttle.remember_bad("ccf_wrong")
     throttle.reset()
-    assert not throttle.blocked(ADDRESS)
+    assert not throttle.over(ADDRESS) and not throttle.known_bad("ccf_wrong")

@@ -13,9 +13,11 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 from pandas.testing import assert_frame_equal
 
+from controlplane.lib import counters as hub_counters
 from controlplane.lib import wire
 from controlplane.lib.wire import freqtrade
 from controlplane.lib.wire.columns import EPOCH
+from producers import tokens
 from producers.models import FeedToken
 from tests.feeds import (
     analysed_frame,
@@ -111,13 +113,30 @@ async def test_it_accepts_an_allowed_origin_and_refuses_a_foreign_one(feed_token
     assert not connected
 
 
-async def test_it_throttles_an_address_after_repeated_failures(feed_token, settings):
+async def test_it_never_refuses_a_valid_token_from_a_throttled_address(
+    feed_token, settings
+):
+    """Behind a load balancer every client shares one address: one bad client must
+    not lock the others out."""
     settings.CANDLECAST_AUTH_FAILURES_PER_WINDOW = 3
     plaintext, _ = feed_token
-    for _ in range(3):
+    for _ in range(10):
         assert not (await feed("ccf_wrongwrongwrongwrongwrong"))[1]
     socket, connected = await feed(plaintext)
-    assert not connected  # refused before any check, valid token or not
+    assert connected
+    await socket.disconnect()
+
+
+async def test_a_repeated_wrong_token_costs_no_lookup_or_digest(
+    feed_token, monkeypatch
+):
+    checks = []
+    real = tokens.matches
+    monkeypatch.setattr(tokens, "matches", lambda *a: checks.append(1) or real(*a))
+    wrong = feed_token[0][:12] + "x" * 31  # the real prefix: a lookup and an HMAC
+    for _ in range(5):
+        assert not (await feed(wrong))[1]
+    assert len(checks) == 1
 
 
 async def test_it_answers_whitelist_from_the_definition_before_any_publish(
@@ -527,13 +546,15 @@ async def test_it_throttles_the_feed_and_says_so_once_per_window(
     feed_token, settings, caplog
 ):
     settings.CANDLECAST_AUTH_FAILURES_PER_WINDOW = 2
-    for _ in range(2):
+    before = hub_counters.counters.refused["throttled"]
+    for _ in range(5):
         assert not (await feed("ccf_wrongwrongwrongwrongwrong"))[1]
-    for _ in range(3):
-        assert not (await feed(feed_token[0]))[1]  # refused before any check
+    refused = [r for r in caplog.records if "feed: refused" in r.getMessage()]
     throttled = [r for r in caplog.records if "throttling" in r.getMessage()]
-    assert len(throttled) == 1
-    assert "2 failed handshakes within 60 s" in throttled[0].getMessage()
+    assert len(refused) == 2 and len(throttled) == 1
+    assert "2 failed attempts within 60 s" in throttled[0].getMessage()
+    assert hub_counters.counters.refused["throttled"] == before + 3
+    assert (await feed(feed_token[0]))[1], "a valid token is still accepted"
 
 
 async def test_it_logs_a_client_s_bad_requests_once(feed_token, caplog):

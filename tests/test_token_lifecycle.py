@@ -284,11 +284,37 @@ def test_it_throttles_the_config_api_and_says_so_once_per_window(
     wrong = {"HTTP_AUTHORIZATION": "Bearer ccc_wrongwrongwrongwrongwrong"}
     for _ in range(2):
         assert client.get("/api/v1/consumer/config", **wrong).status_code == 403
-    right = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
-    for _ in range(3):  # refused before any check, the right key too
-        assert client.get("/api/v1/consumer/config", **right).status_code == 429
+    for _ in range(3):  # over the limit: refused quietly
+        assert client.get("/api/v1/consumer/config", **wrong).status_code == 429
     throttled = [r for r in caplog.records if "throttling" in r.getMessage()]
     assert len(throttled) == 1
+    right = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    assert client.get("/api/v1/consumer/config", **right).status_code == 200
+
+
+def test_it_throttles_the_producer_config_api_too(client, producer, settings):
+    settings.CANDLECAST_AUTH_FAILURES_PER_WINDOW = 2
+    url = f"/api/v1/producers/{producer.name}/config"
+    wrong = {"HTTP_AUTHORIZATION": "Bearer ccp_wrongwrongwrongwrongwrong"}
+    codes = [client.get(url, **wrong).status_code for _ in range(4)]
+    assert codes == [403, 403, 429, 429]
+    right = {"HTTP_AUTHORIZATION": f"Bearer {producer.issue_key()}"}
+    assert client.get(url, **right).status_code == 200
+
+
+def test_x_forwarded_for_cannot_evade_the_throttle_without_proxy_headers(
+    client, consumer, settings
+):
+    settings.CANDLECAST_AUTH_FAILURES_PER_WINDOW = 2
+    codes = [
+        client.get(
+            "/api/v1/consumer/config",
+            HTTP_AUTHORIZATION="Bearer ccc_wrongwrongwrongwrongwrong",
+            HTTP_X_FORWARDED_FOR=f"203.0.113.{n}",
+        ).status_code
+        for n in range(4)
+    ]
+    assert codes == [403, 403, 429, 429]
 
 
 ### error pages

@@ -135,8 +135,6 @@ class Follow:
     port: int
     secure: bool
     ws_token: str = field(repr=False)
-    # A standby's only: how long the primary may be down or behind it.
-    failover_seconds: int | None = None
 
     @property
     def endpoint(self) -> tuple:
