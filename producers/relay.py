@@ -361,15 +361,24 @@ class Relay:
             )
 
     async def gather(self, ws: ClientConnection, stop: asyncio.Event) -> bool:
-        """Wait for a change, then for the tick to close; True when stopping."""
+        """Wait for a change, then for the tick to close; True when stopping.
+
+        Returns False, with nothing pending, when it is time to refresh the
+        definition or (with a standby) to check the failover: whatever the other
+        bot's frames wake it for meanwhile.
+        """
+        wait = CONFIG_REFRESH_SECONDS if self.standby is None else WATCH_SECONDS
+        until = time.monotonic() + wait
         while not self.store.pending():
             self.woken.clear()
             if self.store.pending():
                 break
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
             woken = asyncio.ensure_future(self.woken.wait())
             try:
-                wait = CONFIG_REFRESH_SECONDS if self.standby is None else WATCH_SECONDS
-                if await wait_while_open_or(ws, stop, woken, wait):
+                if await wait_while_open_or(ws, stop, woken, left):
                     return True
             finally:
                 woken.cancel()

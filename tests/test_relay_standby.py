@@ -283,3 +283,35 @@ async def test_it_follows_the_standby_when_the_primary_is_unreachable(
             stop.set()
             assert await asyncio.wait_for(task, 5) == 0
     assert row_report["url"].endswith(f":{standby_bot.port}/api/v1/message/ws")
+
+
+async def test_the_failover_is_checked_while_the_standby_keeps_sending(
+    servers,  # noqa: F811
+    standby_bot,
+    monkeypatch,
+):
+    """The bot not followed wakes the relay with every frame; that must not keep it
+    from checking the failover (it did, while frames came faster than the check)."""
+    monkeypatch.setattr(relay, "WATCH_SECONDS", 0.2)
+    primary, hub, reports = servers
+    stop, task = await running(hub, with_standby(primary, standby_bot))
+
+    async def stream() -> None:
+        while True:
+            await standby_bot.new_candle()
+            await asyncio.sleep(0.05)
+
+    streaming = None
+    try:
+        await until("history", lambda: published(hub, primary, 0))
+        streaming = asyncio.create_task(stream())
+        await until(
+            "the switch",
+            lambda: reports and reports[-1].get("following") == "standby",
+            6,
+        )
+    finally:
+        if streaming is not None:
+            streaming.cancel()
+        stop.set()
+        assert await asyncio.wait_for(task, 5) == 0
