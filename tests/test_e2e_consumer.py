@@ -335,10 +335,15 @@ def test_it_misses_nothing_while_paused(stack):
 
 
 @pytest.mark.e2e
-def test_it_fills_the_gap_of_missed_broadcasts_by_requesting_them(stack):
+def test_it_fills_the_gap_of_missed_broadcasts_by_requesting_them(stack, redis_in_use):
     """The hub dies and the producer is held back until the consumer is back on the
     restarted hub: the broadcasts of the outage never reach the consumer, so the
-    producer's next row leaves a gap that the consumer fills with one request."""
+    producer's next row leaves a gap that the consumer fills with one request.
+
+    With the snapshots in Redis they outlive the hub: the producer's republished
+    history then holds rows newer than the hub's, which the hub broadcasts itself
+    (a republish re-sends the rows it changed), so the consumer may have no gap to
+    ask for. Either way it ends continuous and equal to the hub."""
     secrets = set_up(stack)
     start(stack, secrets)
     wait_loaded_and_one_candle(stack)
@@ -353,13 +358,18 @@ def test_it_fills_the_gap_of_missed_broadcasts_by_requesting_them(stack):
     stack.wait_until(
         "the gap filled",
         lambda: (
-            len(requests(stack.log("consumer"))) >= len(PAIRS)
+            (redis_in_use or len(requests(stack.log("consumer"))) >= len(PAIRS))
             and ran_after(stack, last)
         ),
     )
     frames = stop_consumer(stack)
     after = stack.hub_frames(secrets["token"], len(PAIRS))
     log = stack.log("consumer")
+    if redis_in_use:
+        for pair in PAIRS:
+            assert_continuous(frames[pair])
+            assert_served(frames[pair], before[pair], after[pair])
+        return
     asked: dict[str, list[int]] = {}
     for pair, limit in requests(log):
         asked.setdefault(pair, []).append(limit)
