@@ -171,8 +171,8 @@ class ProducerAdmin(KeyHolderAdmin):
 @admin.register(ProducerKey)
 class ProducerKeyAdmin(CredentialAdmin):
     revoked = (
-        "refused from now on; the producer worker using it stops within 30 s, when "
-        "it next reads its definition (its publish connection closes then)"
+        "refused from now on; the publish connection using it is closed at once on "
+        "every hub process, and its producer worker stops and says why"
     )
     list_display = ("prefix", "producer", *CredentialAdmin.list_display[1:])
     list_select_related = ("producer",)

@@ -28,6 +28,8 @@ FEED_TICK = "feed.tick"
 FEED_REVOKE = "feed.revoke"
 # Layer message type that gives the sockets of a token its new expiry.
 FEED_EXPIRY = "feed.expiry"
+# Layer message type that closes the publish sockets of a revoked producer key.
+PUBLISH_REVOKE = "publish.revoke"
 
 
 class TickMessage(TypedDict):
@@ -41,6 +43,12 @@ class RevokeMessage(TypedDict):
     type: str  # FEED_REVOKE
     token_ids: list[int]
     reason: str  # the close reason: names the token by its prefix only
+
+
+class KeyRevokeMessage(TypedDict):
+    type: str  # PUBLISH_REVOKE
+    key_ids: list[int]
+    reason: str  # the close reason: names the key by its prefix only
 
 
 class ExpiryMessage(TypedDict):
@@ -58,6 +66,11 @@ def feed_group(producer_name: str, fmt: FeedFormat) -> str:
     return f"{fmt.group}.{producer_name}"[:99]
 
 
+def publish_group(producer_name: str) -> str:
+    """Every publish socket of ``producer_name``'s workers, on every hub process."""
+    return f"publish.{producer_name}"[:99]
+
+
 def close_feed_sockets(producer_name: str, token_ids: list[int], reason: str) -> None:
     """Close every live feed socket using these tokens, once the change commits."""
     message: RevokeMessage = {
@@ -65,7 +78,23 @@ def close_feed_sockets(producer_name: str, token_ids: list[int], reason: str) ->
         "token_ids": token_ids,
         "reason": reason,
     }
-    transaction.on_commit(lambda: _send(producer_name, message))
+    _tell_feed_sockets(producer_name, message)
+
+
+def close_publish_sockets(producer_name: str, key_ids: list[int], reason: str) -> None:
+    """Close the publish sockets using these producer keys, once the change commits."""
+    message: KeyRevokeMessage = {
+        "type": PUBLISH_REVOKE,
+        "key_ids": key_ids,
+        "reason": reason,
+    }
+    transaction.on_commit(
+        lambda: _send(
+            f"the publish sockets of {producer_name}",
+            [publish_group(producer_name)],
+            message,
+        )
+    )
 
 
 def reschedule_feed_sockets(
@@ -77,22 +106,32 @@ def reschedule_feed_sockets(
         "token_ids": token_ids,
         "expires_at": expires_at.isoformat() if expires_at else None,
     }
-    transaction.on_commit(lambda: _send(producer_name, message))
+    _tell_feed_sockets(producer_name, message)
 
 
-def _send(producer_name: str, message: RevokeMessage | ExpiryMessage) -> None:
+def _tell_feed_sockets(producer_name: str, message: RevokeMessage | ExpiryMessage):
+    groups = [feed_group(producer_name, fmt) for fmt in FORMATS]
+    audience = f"the feed sockets of {producer_name}"
+    transaction.on_commit(lambda: _send(audience, groups, message))
+
+
+def _send(
+    audience: str,
+    group_names: list[str],
+    message: RevokeMessage | KeyRevokeMessage | ExpiryMessage,
+) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        for fmt in FORMATS:
-            async_to_sync(layer.group_send)(feed_group(producer_name, fmt), message)
+        for group in group_names:
+            async_to_sync(layer.group_send)(group, message)
     except Exception as exc:  # the layer (Redis) is down: the change stands anyway
         logger.error(
-            "could not tell the feed sockets of %s about tokens %s (%s): they find "
-            "out at their next token check, within %d s",
-            producer_name,
-            message["token_ids"],
+            "could not tell %s of the change (%s: %s): they find out at their next "
+            "credential check, within %d s",
+            audience,
+            message["type"],
             exc,
             settings.CANDLECAST_TOKEN_RECHECK_SECONDS,
         )

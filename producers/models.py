@@ -318,6 +318,13 @@ class ProducerKey(Credential):
     def successor_fields(self) -> dict:
         return {"producer": self.producer, "label": self.label}
 
+    ### Live connections, on every hub process
+
+    def revoked(self) -> None:
+        groups.close_publish_sockets(
+            self.producer.name, [self.pk], f"producer key {self.prefix}… was revoked"
+        )
+
 
 class FeedTokenQuerySet(CredentialQuerySet["FeedToken"]):
     def authenticate(
@@ -407,4 +414,14 @@ def _close_sockets_of_a_deleted_token(sender, instance: FeedToken, **kwargs) -> 
         return
     groups.close_feed_sockets(
         producer.name, [instance.pk], f"token {instance.prefix}… was deleted"
+    )
+
+
+@receiver(post_delete, sender=ProducerKey)
+def _close_sockets_of_a_deleted_key(sender, instance: ProducerKey, **kwargs) -> None:
+    producer = Producer.objects.filter(pk=instance.producer_id).first()
+    if producer is None:  # deleted with its producer: the sockets' re-check ends them
+        return
+    groups.close_publish_sockets(
+        producer.name, [instance.pk], f"producer key {instance.prefix}… was deleted"
     )

@@ -9,7 +9,9 @@ its own format's bytes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -20,8 +22,15 @@ from controlplane.lib.auth import scope_address, scope_token, throttle
 from controlplane.lib.wire import FORMATS, publish
 from controlplane.lib.wire.columns import ProtocolError, parse_datetime
 from controlplane.lib.wire.shapes import Tick, TickFrame
-from producers.groups import FEED_TICK, TickMessage, feed_group
-from producers.models import Producer
+from producers.feed import CLOSE_TOKEN_EXPIRED, CLOSE_TOKEN_REVOKED
+from producers.groups import (
+    FEED_TICK,
+    KeyRevokeMessage,
+    TickMessage,
+    feed_group,
+    publish_group,
+)
+from producers.models import Producer, ProducerKey
 from producers.snapshots import SnapshotStore, SnapshotStoreUnavailable, get_store
 
 logger = logging.getLogger(__name__)
@@ -29,13 +38,15 @@ logger = logging.getLogger(__name__)
 
 class PublishSocket(AsyncWebsocketConsumer):
     producer: Producer  # once accepted
+    key: ProducerKey  # once accepted
     accepted = False
+    watch: asyncio.Task | None = None
 
     async def connect(self) -> None:
         self.address = scope_address(self.scope)
-        key = scope_token(self.scope, allow_query=False)
-        producer = await self._producer_for(key) if key else None
-        if producer is None:
+        secret = scope_token(self.scope, allow_query=False)
+        key, why = await self._key_for(secret) if secret else (None, "")
+        if key is None:
             if throttle.failed(self.address):  # logged once for the window
                 counters.handshake_refused("throttled")
             else:
@@ -43,12 +54,11 @@ class PublishSocket(AsyncWebsocketConsumer):
                 logger.warning(
                     "publish: refused %s: %s",
                     self.address,
-                    "no Authorization: Bearer header"
-                    if not key
-                    else "unknown producer key",
+                    why or "no Authorization: Bearer header",
                 )
             await self.close()
             return
+        producer = key.producer
         if not producer.enabled:
             logger.warning(
                 "publish: refused %s: producer %s is disabled",
@@ -58,8 +68,12 @@ class PublishSocket(AsyncWebsocketConsumer):
             counters.handshake_refused("disabled")
             await self.close()
             return
+        # In the key's group before the accept, so a revocation from now on is heard.
+        self.group = publish_group(producer.name)
+        await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        self.producer, self.accepted, self.broadcasts = producer, True, 0
+        self.producer, self.key, self.accepted, self.broadcasts = producer, key, True, 0
+        self.watch = asyncio.create_task(self._watch_key())
         counters.producer_connected(self.producer.name, self.channel_name, self.address)
         logger.info(
             "publish: producer worker %s connected from %s",
@@ -81,11 +95,14 @@ class PublishSocket(AsyncWebsocketConsumer):
                     exc,
                 )
                 counters.producer_disconnected(self.producer.name, self.channel_name)
+                self._stop_watching()
             raise
 
     async def disconnect(self, code: int) -> None:
         if self.accepted:
             counters.producer_disconnected(self.producer.name, self.channel_name)
+            self._stop_watching()
+            await self.channel_layer.group_discard(self.group, self.channel_name)
             logger.info(
                 "publish: producer worker %s disconnected (code %s)",
                 self.producer.name,
@@ -145,9 +162,60 @@ class PublishSocket(AsyncWebsocketConsumer):
                     feed_group(self.producer.name, fmt), event
                 )
 
+    ### The producer key
+
+    async def publish_revoke(self, event: KeyRevokeMessage) -> None:
+        """A revoked (or deleted) key: its worker must stop publishing at once."""
+        if self.accepted and self.key.pk in event["key_ids"]:
+            await self._end(CLOSE_TOKEN_REVOKED, event["reason"])
+
+    async def _watch_key(self) -> None:
+        """Re-join the group and re-read the key now and then: groups expire, a
+        layer message can be lost (Redis down), and a key expires on its own."""
+        while True:
+            delay = settings.CANDLECAST_TOKEN_RECHECK_SECONDS * random.uniform(0.8, 1.2)
+            await asyncio.sleep(delay)
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            ended = await self._key_ended()
+            if ended is not None:
+                await self._end(*ended)
+                return
+
+    async def _end(self, code: int, reason: str) -> None:
+        logger.warning(
+            "publish: closing producer worker %s's socket from %s (code %s): %s",
+            self.producer.name,
+            self.address,
+            code,
+            reason,
+        )
+        await self.close(code=code, reason=reason)
+
+    def _stop_watching(self) -> None:
+        if self.watch is not None and self.watch is not asyncio.current_task():
+            self.watch.cancel()
+
     @database_sync_to_async
-    def _producer_for(self, key: str) -> Producer | None:
-        return Producer.for_key(key)
+    def _key_ended(self) -> tuple[int, str] | None:
+        """The close code and reason if the key stopped being valid, else None."""
+        name = f"producer key {self.key.prefix}…"
+        key = ProducerKey.objects.filter(pk=self.key.pk).first()
+        if key is None:
+            return CLOSE_TOKEN_REVOKED, f"{name} was deleted"
+        state = key.state()
+        if state == ProducerKey.State.REVOKED:
+            return CLOSE_TOKEN_REVOKED, f"{name} was revoked"
+        if state == ProducerKey.State.EXPIRED:
+            return CLOSE_TOKEN_EXPIRED, f"{name} expired"
+        return None
+
+    @database_sync_to_async
+    def _key_for(self, secret: str) -> tuple[ProducerKey | None, str]:
+        """The valid key (with its producer), or None and why, by prefix only."""
+        key, why = ProducerKey.objects.select_related("producer").authenticate(secret)
+        if key is not None:
+            key.record_use(self.address)
+        return key, why
 
 
 async def store_publish(

@@ -38,6 +38,7 @@ from producers.worker import (
     WorkerConfig,
     definition_with_retry,
     hub_connections,
+    log_lost_hub,
     wait_while_open,
 )
 
@@ -610,7 +611,7 @@ async def publish(relay: Relay, stop: asyncio.Event) -> None:
         try:
             await relay.serve(ws, stop)
         except (ConnectionClosed, ConnectionError, TimeoutError) as exc:
-            logger.warning("lost the hub (%s); reconnecting", exc)
+            log_lost_hub(exc)
             continue
         except Restart:
             await ws.close(1001, "producer worker restarting")

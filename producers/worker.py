@@ -31,6 +31,9 @@ from producers.strategy import IStrategy, StrategyError, load_strategy
 logger = logging.getLogger(__name__)
 
 CONFIG_REFRESH_SECONDS = 30.0
+# The hub's close codes for a producer key it revoked or that expired
+# (producers/publish.py).
+CLOSE_KEY_ENDED = (4001, 4002)
 # A publish connection that lived this long was healthy: backoff starts over.
 STABLE_SECONDS = 60.0
 ACK_TIMEOUT = 60.0
@@ -363,12 +366,26 @@ async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
         try:
             analysis = await serve(ws, config, analysis, stop)
         except (ConnectionClosed, ConnectionError, TimeoutError) as exc:
-            logger.warning("lost the hub (%s); reconnecting", exc)
+            log_lost_hub(exc)
             continue
         await ws.close(1001, "producer worker stopping")
         break
     logger.info("producer worker %s stopped", config.name)
     return 0
+
+
+def log_lost_hub(exc: Exception) -> None:
+    """Say why the publish socket ended; a key the hub ended is said in words."""
+    closed = exc.rcvd if isinstance(exc, ConnectionClosed) else None
+    if closed is not None and closed.code in CLOSE_KEY_ENDED:
+        logger.error(
+            "the hub closed the publish socket: %s. Issue a new producer key in the "
+            "admin and restart this worker with it (a reconnect with this key is "
+            "refused, which stops the worker)",
+            closed.reason or f"code {closed.code}",
+        )
+        return
+    logger.warning("lost the hub (%s); reconnecting", exc)
 
 
 async def hub_connections(
@@ -427,7 +444,7 @@ async def wait_while_open(
 ) -> bool:
     """Sleep up to ``seconds``; True when stop was set.
 
-    Raises ConnectionError as soon as the hub goes away, so a restarted hub gets
+    Raises ConnectionClosed as soon as the hub goes away, so a restarted hub gets
     the history back at once rather than at the next candle close (up to a whole
     timeframe later).
     """
@@ -445,7 +462,7 @@ async def wait_while_open(
     if stop.is_set():
         return True
     if closed.done() and not closed.cancelled():
-        raise ConnectionError(f"the hub closed the connection ({ws.close_code})")
+        raise ws.protocol.close_exc  # with the hub's close code and reason
     return False
 
 

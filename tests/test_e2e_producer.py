@@ -151,6 +151,32 @@ def test_it_stops_the_worker_with_status_2_for_a_wrong_key(stack, secrets):
     assert "refused the producer key (403)" in stack.log("producer")
 
 
+REVOKE_KEY = """
+import json
+from producers.models import Producer
+key = Producer.objects.get(name="e2e").current_key()
+key.revoke()
+print(json.dumps({"prefix": key.prefix}))
+"""
+
+
+def test_it_stops_the_worker_at_once_when_its_key_is_revoked(stack, secrets):
+    """The hub closes the publish socket of a revoked key; the worker says why, its
+    reconnect is refused, and it ends with status 2 instead of publishing on.
+    Revoked from a shell: Redis carries the news to the hub."""
+    stack.redis()
+    stack.hub()
+    stack.producer("e2e", secrets["key"], history=True)
+    prefix = stack.python(REVOKE_KEY)["prefix"]
+    assert stack.wait_exit("producer", 15) == 2
+    log = stack.log("producer")
+    assert (
+        f"the hub closed the publish socket: producer key {prefix}… was revoked" in log
+    )
+    assert "refused the publish socket (403)" in log
+    assert "closing producer worker e2e's socket" in stack.log("hub")
+
+
 def test_it_never_logs_a_token(stack, secrets):
     """FreqTrade clients put the token in the query string; no log line may show it."""
     stack.hub()

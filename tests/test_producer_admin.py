@@ -464,7 +464,7 @@ def test_it_revokes_a_producer_key_in_its_list(admin_client, producer, producer_
         admin_client, "/admin/producers/producerkey/", "revoke", key, follow=True
     )
     assert "1 producer key(s) revoked" in page(response)
-    assert "producer worker using it stops within 30 s" in page(response)
+    assert "the publish connection using it is closed at once" in page(response)
     assert Producer.for_key(producer_key) is None
     assert "none issued" in page(admin_client.get(PRODUCERS))
 

@@ -1,0 +1,138 @@
+"""The publish socket's producer key: a key that ends closes its socket at once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import Client
+from django.utils import timezone
+
+from producers.models import Producer, ProducerKey
+from tests.feeds import analysed_frame, frame, publish, publisher
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+KEYS = "/admin/producers/producerkey/"
+
+
+async def closed(socket, timeout: float = 3) -> dict:
+    """The close the socket received (fails if it stays open ``timeout`` s)."""
+    return await socket.receive_output(timeout=timeout)
+
+
+def current_key(producer: Producer) -> ProducerKey:
+    return ProducerKey.objects.get(producer=producer, revoked_at=None)
+
+
+@pytest.fixture
+def bravo_key(db) -> str:
+    """Another producer's worker, which nothing here may disturb."""
+    return Producer.objects.create(name="bravo", pairs=["XRP/USDT"]).issue_key()
+
+
+async def test_it_closes_the_publish_socket_of_a_revoked_key(
+    producer, producer_key, bravo_key
+):
+    socket, connected = await publisher(producer_key)
+    bystander, _ = await publisher(bravo_key)
+    assert connected
+    key = await sync_to_async(current_key)(producer)
+    await sync_to_async(key.revoke)()
+    assert await closed(socket) == {
+        "type": "websocket.close",
+        "code": 4001,
+        "reason": f"producer key {key.prefix}… was revoked",
+    }
+    assert await bystander.receive_nothing(timeout=0.2)
+    assert not (await publisher(producer_key))[1]  # and the next handshake is refused
+    await bystander.disconnect()
+
+
+async def test_it_closes_it_when_the_key_is_revoked_in_the_admin(
+    producer, producer_key, admin_user
+):
+    socket, _ = await publisher(producer_key)
+    key = await sync_to_async(current_key)(producer)
+
+    def revoke_in_the_admin():
+        client = Client()
+        client.force_login(admin_user)
+        action = {"action": "revoke", "_selected_action": [key.pk]}
+        return client.post(KEYS, action, follow=True)
+
+    response = await sync_to_async(revoke_in_the_admin)()
+    assert (
+        "1 producer key(s) revoked: refused from now on; the publish connection "
+        "using it is closed at once on every hub process" in response.content.decode()
+    )
+    assert (await closed(socket))["code"] == 4001
+
+
+async def test_it_closes_the_old_keys_socket_when_a_new_key_is_issued(
+    producer, producer_key
+):
+    socket, _ = await publisher(producer_key)
+    old = await sync_to_async(current_key)(producer)
+    new = await sync_to_async(producer.issue_key)()
+    assert (await closed(socket))["reason"] == f"producer key {old.prefix}… was revoked"
+    successor, connected = await publisher(new)
+    assert connected
+    await successor.disconnect()
+
+
+async def test_it_closes_the_socket_of_a_deleted_key(producer, producer_key):
+    socket, _ = await publisher(producer_key)
+    key = await sync_to_async(current_key)(producer)
+    await sync_to_async(key.delete)()
+    assert await closed(socket) == {
+        "type": "websocket.close",
+        "code": 4001,
+        "reason": f"producer key {key.prefix}… was deleted",
+    }
+
+
+async def test_it_finds_an_expired_key_at_its_next_check(
+    producer, producer_key, settings
+):
+    settings.CANDLECAST_TOKEN_RECHECK_SECONDS = 0.2
+    socket, _ = await publisher(producer_key)
+    key = await sync_to_async(current_key)(producer)
+    # Past its expiry without any message: only the socket's own check sees it.
+    await sync_to_async(ProducerKey.objects.filter(pk=key.pk).update)(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert await closed(socket) == {
+        "type": "websocket.close",
+        "code": 4002,
+        "reason": f"producer key {key.prefix}… expired",
+    }
+
+
+async def test_a_valid_key_keeps_publishing_through_its_checks(
+    producer, producer_key, settings
+):
+    settings.CANDLECAST_TOKEN_RECHECK_SECONDS = 0.05
+    socket, _ = await publisher(producer_key)
+    assert await socket.receive_nothing(timeout=0.3)  # several checks went by
+    df = analysed_frame(rows=3)
+    reply = await publish(socket, [frame("BTC/USDT", df, full=True)], seq=5)
+    assert reply == {"type": "ack", "seq": 5}
+    await socket.disconnect()
+
+
+async def test_it_logs_the_close_with_the_key_prefix_only(
+    producer, producer_key, caplog
+):
+    socket, _ = await publisher(producer_key)
+    key = await sync_to_async(current_key)(producer)
+    await sync_to_async(key.revoke)()
+    await closed(socket)
+    lines = [r.getMessage() for r in caplog.records if r.name == "producers.publish"]
+    assert any(
+        "closing producer worker alpha's socket" in line
+        and f"producer key {key.prefix}… was revoked" in line
+        for line in lines
+    ), lines
+    assert not any(producer_key in line for line in caplog.messages)
