@@ -75,6 +75,27 @@ def test_show_says_when_there_is_no_demo_yet(db, var_dir):
         call_command("rundemo", "--show")
 
 
+def test_show_says_so_before_the_first_run_made_a_database(var_dir):
+    """No db fixture: a query here would fail the test instead of being answered."""
+    with pytest.raises(CommandError, match="there is no demo here yet"):
+        call_command("rundemo", "--show")
+
+
+def test_show_says_so_when_the_database_is_not_the_demo_s(db, var_dir, monkeypatch):
+    from django.db import OperationalError
+
+    for name in ("admin-password", "feed-token"):
+        (var_dir / "demo").mkdir(exist_ok=True)
+        (var_dir / "demo" / name).write_text("kept")
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("unable to open database file")
+
+    monkeypatch.setattr(rundemo.Producer.objects, "filter", unreachable)
+    with pytest.raises(CommandError, match="there is no demo here yet"):
+        call_command("rundemo", "--show")
+
+
 def test_show_prints_the_secrets_again(db, var_dir):
     command = rundemo.Command()
     with rundemo.acting_as(None, via="test"):

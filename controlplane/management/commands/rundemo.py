@@ -32,6 +32,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from consumers.models import Consumer, Follow
 from controlplane.lib.contracts import FEED_PATH
@@ -105,15 +106,20 @@ class Command(BaseCommand):
     ### --show and --reset
 
     def show(self, port: int) -> None:
+        missing = CommandError(
+            "there is no demo here yet: `make run` (or manage.py rundemo) creates it"
+        )
         password = read_secret(settings.VAR_DIR / "demo" / "admin-password")
         token = read_secret(settings.VAR_DIR / "demo" / "feed-token")
-        producer = Producer.objects.filter(name="demo").first()
-        consumer = Consumer.objects.filter(name="demo-consumer").first()
-        if password is None or token is None or producer is None or consumer is None:
-            raise CommandError(
-                "there is no demo here yet: `make run` (or manage.py rundemo) "
-                "creates it"
-            )
+        if password is None or token is None:
+            raise missing
+        try:
+            producer = Producer.objects.filter(name="demo").first()
+            consumer = Consumer.objects.filter(name="demo-consumer").first()
+        except DatabaseError as exc:  # no database file, or never migrated
+            raise missing from exc
+        if producer is None or consumer is None:
+            raise missing
         self.banner(port, password, token, producer, consumer, running=False)
 
     def reset(self) -> None:
