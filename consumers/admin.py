@@ -39,9 +39,6 @@ KEY_HINT = (
 )
 
 
-EXTERNAL_FIELDS = ("host", "port", "secure", "ws_token")
-
-
 class FollowForm(forms.ModelForm):
     ws_token = forms.CharField(
         required=False,
@@ -56,14 +53,6 @@ class FollowForm(forms.ModelForm):
         model = Follow
         fields = ["name", "position", "producer", "host", "port", "secure"]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # A saved follow of one of our producers has no bot address: an empty host
-        # and port 8080 would read as a misconfiguration, so they are not shown.
-        if self.instance.producer_id:
-            for name in EXTERNAL_FIELDS:
-                self.fields[name].widget = forms.HiddenInput()
-
     def clean(self):
         cleaned = super().clean()
         # Set before the model's own clean(), which checks that a token is there.
@@ -75,11 +64,20 @@ class FollowForm(forms.ModelForm):
 
 
 class FollowInline(admin.StackedInline):
-    """Stacked, so the page fits a 1366 px window; a bot's fields share one line."""
+    """Stacked, so the page fits a 1366 px window; a bot's fields share one line.
+
+    A follow of one of our producers has no bot address: an empty host and port 8080
+    would read as a misconfiguration, so follows.js shows the bot's fields only
+    while a row names no producer (saved rows, new rows, and a change of kind).
+    """
 
     model = Follow
     form = FollowForm
     extra = 1
+
+    class Media:
+        js = ["consumers/follows.js"]
+
     fields = [
         ("name", "position"),
         "producer",

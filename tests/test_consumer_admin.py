@@ -324,9 +324,13 @@ def test_it_records_the_feed_token_a_new_follow_gets(admin_client, producer):
     assert f"Issued feed token {token.prefix}… (consumer bob (default))" in history
 
 
-def test_it_hides_the_bot_fields_of_a_follow_of_our_producer(admin_client, bob):
-    """An empty host and port 8080 on such a follow read as a misconfiguration."""
+def test_it_loads_the_script_that_shows_only_a_follow_s_own_fields(admin_client, bob):
+    """An empty host and port 8080 on a follow of our producer read as a
+    misconfiguration: follows.js hides them (test_e2e_admin checks it in a browser).
+    Every field is still in the page, so a follow can change kind."""
     page = admin_client.get(change_url(bob)).content.decode()
-    assert 'type="hidden" name="follows-0-host"' in page
-    assert 'type="hidden" name="follows-0-port"' in page
-    assert 'type="text" name="follows-1-host"' in page, "the blank row offers both"
+    assert "/static/consumers/follows.js" in page
+    for row in (0, 1):  # bob's follow of alpha, and the blank row
+        assert f'name="follows-{row}-host"' in page
+        assert f'name="follows-{row}-producer"' in page
+    assert 'class="form-row field-host field-port field-secure"' in page
