@@ -15,6 +15,7 @@
   const producerSelect = document.getElementById("chart-producer");
   const pairSelect = document.getElementById("chart-pair");
   const lowerSelect = document.getElementById("chart-lower");
+  const lowerLabel = document.getElementById("chart-lower-label");
   const LWC = window.LightweightCharts;
   const COLORS = ["#2563eb", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#475569", "#ea580c"];
   const MARKERS = {
@@ -107,6 +108,7 @@
     if (lower) chart.removeSeries(lower);
     lower = null;
     const name = lowerSelect.value;
+    lowerLabel.hidden = true;
     if (!name || !data.oscillators[name]) return;
     lower = line("#7c3aed", 1);
     lower.setData(points(data.oscillators[name]));
@@ -116,6 +118,26 @@
       panes[0].setStretchFactor(3);
       panes[1].setStretchFactor(1);
     }
+    lowerLabel.textContent = name;
+    requestAnimationFrame(placeLowerLabel);  // once the panes have their new heights
+  }
+
+  // The lower pane's name, at its top left, as the candles' legend names the lines.
+  function placeLowerLabel() {
+    const pane = lower && chart.panes()[1];
+    const element = pane && pane.getHTMLElement();
+    if (!element) return;
+    const top = element.getBoundingClientRect().top - box.getBoundingClientRect().top;
+    lowerLabel.style.top = Math.round(top + 4) + "px";
+    lowerLabel.hidden = false;
+  }
+
+  // The whole history, with a margin on the left: a time label on the first candle
+  // would be cut in half by the chart's edge.
+  function showAll() {
+    const n = data.candles.length;
+    if (!n) return;
+    chart.timeScale().setVisibleLogicalRange({ from: -Math.max(3, n * 0.04), to: n - 1 + Math.max(2, n * 0.02) });
   }
 
   function fillLowerChoices() {
@@ -140,7 +162,7 @@
     drawOverlays();
     fillLowerChoices();
     drawLower();
-    if (fresh) chart.timeScale().fitContent();
+    if (fresh) showAll();
   }
 
   async function load(fresh) {
@@ -218,8 +240,13 @@
     const row = event.target.closest('[data-list="pairs"] tr[data-key]');
     if (!row) return;
     choose(row.closest("article[data-key]").dataset.key, row.dataset.key);
-    document.getElementById("chart-card").scrollIntoView({ behavior: "smooth", block: "start" });
+    // Below the sticky top bar (taller when it wraps on a narrow screen), so the
+    // chart's selectors stay in sight.
+    const bar = document.querySelector(".topbar").getBoundingClientRect().bottom;
+    const card = document.getElementById("chart-card").getBoundingClientRect().top;
+    window.scrollTo({ top: window.scrollY + card - bar - 8, behavior: "smooth" });
   });
+  new ResizeObserver(() => requestAnimationFrame(placeLowerLabel)).observe(box);
   document.addEventListener("status:snapshot", (event) => onSnapshot(event.detail));
   onSnapshot(snapshotNow());
 })();
