@@ -8,26 +8,15 @@ never downloads a browser here. Outside CI the test is skipped when either is mi
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT, Stack
+from tests.browser import chromium, errors_of, playwright_or_skip, save
+from tests.processes import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-CHROMIUM = Path(os.environ.get("CANDLECAST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "status-page-e2e-password"
 SETUP = f"""
 import json
@@ -49,23 +38,6 @@ BTC = 'article[data-key="e2e"] tr[data-key="BTC/USDT"] [data-field="last_candle"
 CONSUMER_STATE = 'article[data-key="follower"] .card-head [data-field="state"]'
 
 
-def playwright_or_skip():
-    """Playwright's sync API; in CI a missing browser fails the test, never skips it."""
-    missing = []
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing.append("the playwright package (pip install -e '.[test]')")
-        sync_playwright = None
-    if not CHROMIUM.exists():
-        missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    if missing and os.environ.get("CI"):
-        pytest.fail(f"the browser test needs {' and '.join(missing)}")
-    if missing:
-        pytest.skip(f"the browser test needs {' and '.join(missing)}")
-    return sync_playwright
-
-
 def start(stack: Stack) -> None:
     """The hub and both workers, on the rows of SETUP."""
     # Without the feed socket's own signal, a stopped consumer shows offline once
@@ -85,34 +57,56 @@ def log_in(page, base: str) -> None:
     page.wait_for_url(f"{base}/status/")
 
 
-def save(page, tmp_path: Path, name: str) -> Path:
-    """A full-page screenshot in the test's directory, copied to var/screenshots/."""
-    shot = tmp_path / name
-    page.screenshot(path=str(shot), full_page=True)
-    kept = ROOT / "var" / "screenshots" / name
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(shot, kept)
-    print(f"screenshot: {shot} (copied to {kept})")
-    return kept
-
-
 def test_it_shows_the_system_live_in_a_real_browser(stack, tmp_path):
-    sync_playwright = playwright_or_skip()
+    playwright_or_skip()
     start(stack)
     base = f"http://127.0.0.1:{stack.port}"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1360, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        errors = errors_of(page)
+        log_in(page, base)
+        follow_the_page(page, stack, tmp_path)
+        assert errors == [], errors
+
+
+def test_it_fits_a_phone_and_keeps_the_chart_in_sight(stack, tmp_path):
+    """At 420 px nothing scrolls sideways; a click on a pair brings the chart up
+    below the sticky bar, its selectors visible, its lower pane named."""
+    playwright_or_skip()
+    start(stack)
+    base = f"http://127.0.0.1:{stack.port}"
+    with chromium() as browser:
+        for width in (420, 1360):
+            page = browser.new_page(viewport={"width": width, "height": 800})
+            errors = errors_of(page)
             log_in(page, base)
-            follow_the_page(page, stack, tmp_path)
+            page.wait_for_function(
+                f"document.querySelector('{BTC}').textContent.startsWith('20')",
+                timeout=30_000,
+            )
+            assert page.evaluate(
+                "document.documentElement.scrollWidth"
+            ) == page.evaluate("window.innerWidth"), f"sideways scroll at {width} px"
+            page.click('article[data-key="e2e"] tr[data-key="ETH/USDT"]')
+            page.wait_for_function(
+                "document.getElementById('chart-pair').value === 'ETH/USDT'"
+            )
+            page.wait_for_timeout(1200)  # the smooth scroll
+            bar = page.evaluate(
+                "document.querySelector('.topbar').getBoundingClientRect().bottom"
+            )
+            picker = page.evaluate(
+                "document.getElementById('chart-pick').getBoundingClientRect().top"
+            )
+            assert picker >= bar, (
+                f"the chart's selectors are under the bar ({width} px)"
+            )
+            label = page.locator("#chart-lower-label")
+            label.wait_for(state="visible", timeout=10_000)
+            assert label.text_content() == page.input_value("#chart-lower")
+            save(page, tmp_path, f"status-pair-click-{width}.png")
             assert errors == [], errors
-        finally:
-            browser.close()
+            page.close()
 
 
 def follow_the_page(page, stack: Stack, tmp_path: Path) -> None:
