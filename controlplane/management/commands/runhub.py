@@ -46,7 +46,9 @@ def access_log(protocol: str, action: str, details: dict) -> None:
     Successful HTTP requests (mostly workers polling their config) go at DEBUG;
     failures at WARNING; socket connects and disconnects at INFO.
     """
-    path = details.get("path", "")
+    # Daphne's HTTP path is the whole URI: a FreqTrade-style ?token= would reach the
+    # record, and only the console handler's filter would redact it.
+    path = details.get("path", "").split("?", 1)[0]
     client = details.get("client", "?")
     if protocol == "http" and action == "complete":
         status = details["status"]
