@@ -1,0 +1,335 @@
+"""Security checks across the hub: no secret reaches a log record (at DEBUG), a page
+or Redis; every endpoint refuses the credentials of other roles; a producer's feed
+token reads only that producer; the failed-auth throttle never locks out a valid
+credential and counts the connecting address, not a forged X-Forwarded-For."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from cryptography.fernet import Fernet
+from django.conf import settings as django_settings
+from django.test import Client
+
+from consumers.models import Consumer, Follow
+from controlplane.asgi import application
+from controlplane.management.commands import rundemo, runhub
+from producers.models import FeedToken, Producer
+from tests.feeds import analysed_frame, frame, publish, receive, request
+from tests.statuskit import make_user
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+TIMEOUT = 2
+ADDRESS = "127.0.0.1"  # the Django test client's REMOTE_ADDR; the sockets' client too
+HOST = {"HTTP_HOST": "127.0.0.1:8000"}
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+PAIR = "BTC/USDT"  # both producers have it: only the token says whose rows are read
+
+
+### The deployment: every kind of secret, each made once
+
+
+@dataclass
+class Deployment:
+    """Producer alpha (a worker, a FreqTrade bot) and producer charlie, consumer bob
+    following alpha, a staff user logged in with the demo's password, and a plain
+    user; every secret by name."""
+
+    secrets: dict[str, str] = field(default_factory=dict)
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    def header(self, kind: str) -> list[tuple[bytes, bytes]]:
+        """A WebSocket's headers presenting credential ``kind``."""
+        if kind in self.cookies:
+            return [(b"cookie", f"sessionid={self.cookies[kind]}".encode())]
+        if kind == "nothing":
+            return []
+        return [(b"authorization", f"Bearer {self.secrets[kind]}".encode())]
+
+    def http(self, kind: str) -> tuple[Client, dict]:
+        """A test client and request headers presenting credential ``kind``."""
+        client = Client()
+        if kind in self.cookies:
+            client.cookies["sessionid"] = self.cookies[kind]
+            return client, {}
+        if kind == "nothing":
+            return client, {}
+        return client, {"HTTP_AUTHORIZATION": f"Bearer {self.secrets[kind]}"}
+
+    def leaked_in(self, text: str, allowed: frozenset[str] = frozenset()) -> list[str]:
+        """The secrets (or their private part) found in ``text``, by name."""
+        return [
+            name
+            for name, secret in self.secrets.items()
+            if name not in allowed and private(secret) in text
+        ]
+
+
+def private(secret: str) -> str:
+    """What must never be shown: ours keep a public 12-character prefix."""
+    return secret[12:] if secret[:4] in ("ccf_", "ccp_", "ccc_") else secret
+
+
+def session(client: Client) -> str:
+    return client.cookies["sessionid"].value
+
+
+@pytest.fixture
+def deployment(db, settings, tmp_path) -> Deployment:
+    settings.VAR_DIR = tmp_path
+    settings.CANDLECAST_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    settings.CANDLECAST_STATUS_TOKEN = "status-" + "s3cr3t" * 6
+    settings.SECRET_KEY = "deployment-secret-" + "k" * 40
+    alpha = Producer.objects.create(name="alpha", pairs=[PAIR, "ETH/USDT"])
+    charlie = Producer.objects.create(name="charlie", pairs=[PAIR])
+    bob = Consumer.objects.create(name="bob")
+    Follow.objects.create(consumer=bob, producer=alpha)
+    bot_token = FeedToken.issue(alpha, "bot")[1]
+    password = rundemo.Command().ensure_admin()  # the demo's admin and password
+    staff = Client()
+    assert (
+        staff.post(
+            "/admin/login/?next=/admin/",
+            {"username": "admin", "password": password, "next": "/admin/"},
+            **HOST,
+        ).status_code
+        == 302
+    )
+    plain = Client()
+    plain.force_login(make_user("plain", staff=False))
+    found = Deployment(
+        secrets={
+            "producer key": alpha.issue_key(),
+            "charlie's producer key": charlie.issue_key(),
+            "feed token": bot_token,
+            "worker feed token": bob.follows.get().feed_token.plaintext_for_worker(),
+            "charlie's feed token": FeedToken.issue(charlie, "charlie")[1],
+            "consumer key": bob.issue_key(),
+            "status token": settings.CANDLECAST_STATUS_TOKEN,
+            "staff session": session(staff),
+            "plain session": session(plain),
+            "Fernet key": settings.CANDLECAST_ENCRYPTION_KEY,
+            "demo password": password,
+            "SECRET_KEY": settings.SECRET_KEY,
+        }
+    )
+    found.cookies = {
+        "staff session": session(staff),
+        "plain session": session(plain),
+    }
+    return found
+
+
+async def socket(
+    path: str, headers: list, address: str = ADDRESS
+) -> tuple[WebsocketCommunicator, bool]:
+    """A WebSocket through the real ASGI stack, from ``address`` as Daphne reports
+    it in the scope."""
+
+    async def from_address(scope, receive, send):
+        return await application({**scope, "client": (address, 50000)}, receive, send)
+
+    communicator = WebsocketCommunicator(from_address, path, headers=headers)
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    return communicator, connected
+
+
+### No secret in any log record, at DEBUG, from any logger
+
+
+@pytest.fixture
+def every_record() -> Iterator[list[str]]:
+    """Every record of every logger at DEBUG, rendered before any handler's filter
+    (the console's redacting filter edits records in place)."""
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(rendered(record))
+
+    loggers = [logging.getLogger()] + [
+        logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+    ]
+    levels = [(lg, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+    keep = Keep(logging.DEBUG)
+    logging.getLogger().handlers.insert(0, keep)  # before the console's filter
+    yield records
+    logging.getLogger().removeHandler(keep)
+    for lg, level in levels:
+        lg.setLevel(level)
+
+
+def rendered(record: logging.LogRecord) -> str:
+    text = record.getMessage()
+    if record.exc_info:
+        text += logging.Formatter().formatException(record.exc_info)
+    return text
+
+
+async def exercise_the_sockets(d: Deployment) -> list[str]:
+    """Publish, follow by query and by header, refuse every wrong credential,
+    revoke a live token; returns every message the sockets sent."""
+    seen: list[str] = []
+    publisher, accepted = await socket("/api/v1/publish/ws", d.header("producer key"))
+    assert accepted
+    ack = await publish(publisher, [frame(PAIR, analysed_frame(rows=50), full=True)])
+    assert ack["type"] == "ack"
+    bot, accepted = await socket(
+        f"/api/v1/message/ws?token={d.secrets['feed token']}", []
+    )
+    worker, also = await socket("/api/v1/message/ws", d.header("worker feed token"))
+    assert accepted and also
+    for follower in (bot, worker):
+        await request(follower, {"type": "subscribe", "data": ["analyzed_df"]})
+        await request(follower, {"type": "analyzed_df", "data": {"limit": 5}})
+        seen += [str(await receive(follower)) for _ in range(2)]
+        await request(follower, {"type": "bogus"})  # a bad request is logged
+        seen.append(str(await receive(follower)))
+    for path, kind in [
+        ("/api/v1/message/ws", "consumer key"),
+        ("/api/v1/message/ws", "producer key"),
+        ("/api/v1/publish/ws", "feed token"),
+        ("/api/v1/publish/ws", "consumer key"),
+        ("/ws/status", "feed token"),
+    ]:
+        refused, accepted = await socket(path, [ORIGIN, *d.header(kind)])
+        assert not accepted, f"{path} accepted the {kind}"
+    refused, _ = await socket(
+        f"/api/v1/message/ws?token={d.secrets['consumer key']}", []
+    )
+    token = await FeedToken.objects.aget(label="bot")
+    await sync_to_async(token.revoke)()
+    assert (await bot.receive_output(TIMEOUT))["type"] == "websocket.close"
+    await worker.disconnect()
+    await publisher.disconnect()
+    return seen
+
+
+ADMIN_PAGES = [
+    "/admin/",
+    "/admin/producers/producer/",
+    "/admin/producers/producer/{alpha}/change/",
+    "/admin/producers/producer/{alpha}/history/",
+    "/admin/producers/feedtoken/",
+    "/admin/producers/feedtoken/{token}/change/",
+    "/admin/producers/producerkey/",
+    "/admin/consumers/consumer/",
+    "/admin/consumers/consumer/{bob}/change/",
+    "/admin/consumers/consumerkey/",
+    "/status/",
+    "/status.json",
+    "/metrics",
+    f"/status/chart.json?producer=alpha&pair={PAIR}",
+]
+
+
+def exercise_the_pages(d: Deployment) -> dict[str, str]:
+    """Every page a staff user and a worker reads; returns each body by URL."""
+    ids = {
+        "alpha": Producer.objects.get(name="alpha").pk,
+        "bob": Consumer.objects.get(name="bob").pk,
+        "token": FeedToken.objects.get(label="bot").pk,
+    }
+    staff, _ = d.http("staff session")
+    pages = {}
+    for url in ADMIN_PAGES:
+        response = staff.get(url.format(**ids), **HOST)
+        assert response.status_code == 200, url
+        pages[url] = response.content.decode()
+    client, auth = d.http("status token")
+    pages["/metrics (token)"] = client.get("/metrics", **auth, **HOST).content.decode()
+    client, auth = d.http("consumer key")
+    for url in ("/api/v1/consumer/config", "/api/v1/consumer/freqtrade-config"):
+        response = client.get(url, **auth, **HOST)
+        assert response.status_code == 200, url
+        pages[url] = response.content.decode()
+    report = {"producers": {}, "started": "2026-11-01T09:00:00+00:00"}
+    client.post(
+        "/api/v1/consumer/status", report, content_type="application/json", **auth
+    )
+    client, auth = d.http("producer key")
+    response = client.get("/api/v1/producers/alpha/config", **auth, **HOST)
+    pages["/api/v1/producers/alpha/config"] = response.content.decode()
+    for url, kind in [
+        ("/api/v1/consumer/config", "producer key"),
+        ("/api/v1/consumer/config", "feed token"),
+        ("/api/v1/producers/alpha/config", "consumer key"),
+        ("/api/v1/producers/alpha/config", "charlie's producer key"),
+        ("/status.json", "consumer key"),
+        (f"/api/v1/message/ws?token={d.secrets['feed token']}", "nothing"),
+    ]:
+        client, auth = d.http(kind)
+        pages[f"{url} ({kind})"] = client.get(url, **auth, **HOST).content.decode()
+    return pages
+
+
+def worker_config_tokens(page: str) -> list[str]:
+    document = orjson.loads(page)
+    return [p["ws_token"] for p in document["producers"]]
+
+
+async def test_it_keeps_every_secret_off_logs_pages_and_redis(deployment, every_record):
+    seen = await exercise_the_sockets(deployment)
+    pages = await sync_to_async(exercise_the_pages)(deployment)
+    runhub.access_log(  # the hub's access log, as Daphne calls it
+        "http",
+        "complete",
+        {
+            "path": f"/api/v1/message/ws?token={deployment.secrets['feed token']}",
+            "status": 400,
+            "method": "GET",
+            "client": "127.0.0.1:50000",
+        },
+    )
+
+    assert len(every_record) > 20, "the run logged too little to judge"
+    for line in every_record:
+        assert not deployment.leaked_in(line), line
+    for message in seen:
+        assert not deployment.leaked_in(message)
+    # The one place a secret is handed out: a consumer worker's own feed token, in
+    # its config (and the same config in FreqTrade's shape).
+    config = pages.pop("/api/v1/consumer/config")
+    assert worker_config_tokens(config) == [deployment.secrets["worker feed token"]]
+    for handed in (config, pages.pop("/api/v1/consumer/freqtrade-config")):
+        assert deployment.leaked_in(handed) == ["worker feed token"]
+    for url, page in pages.items():
+        assert not deployment.leaked_in(page), url
+    if django_settings.REDIS_URL:
+        stored = await redis_contents(django_settings.CANDLECAST_REDIS_PREFIX)
+        assert stored, "nothing of the run is in Redis: the scan missed the prefix"
+        for key, value in stored.items():
+            assert not deployment.leaked_in(key.decode("latin-1")), key
+            assert not deployment.leaked_in(value.decode("latin-1")), key
+
+
+async def redis_contents(prefix: str) -> dict[bytes, bytes]:
+    """Every key under ``prefix`` with its value(s), whatever their type."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(django_settings.REDIS_URL)
+    readers: dict[bytes, Callable[[bytes], Awaitable]] = {
+        b"string": client.get,
+        b"list": lambda k: client.lrange(k, 0, -1),
+        b"set": client.smembers,
+        b"zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+        b"hash": client.hgetall,
+    }
+    found: dict[bytes, bytes] = {}
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*", count=500):
+            kind = await client.type(key)
+            value = await readers[kind](key) if kind in readers else b""
+            found[key] = repr(value).encode() if not isinstance(value, bytes) else value
+    finally:
+        await client.aclose()
+    return found
