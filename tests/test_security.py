@@ -19,6 +19,7 @@ from django.test import Client
 
 from consumers.models import Consumer, Follow
 from controlplane.asgi import application
+from controlplane.lib.auth import throttle
 from controlplane.management.commands import rundemo, runhub
 from producers.models import FeedToken, Producer
 from tests.feeds import analysed_frame, frame, publish, receive, request
@@ -333,3 +334,125 @@ async def redis_contents(prefix: str) -> dict[bytes, bytes]:
     finally:
         await client.aclose()
     return found
+
+
+### Every endpoint x every credential: only its own role gets in
+
+KINDS = [
+    "nothing",
+    "feed token",
+    "consumer key",
+    "producer key",
+    "charlie's producer key",
+    "status token",
+    "staff session",
+    "plain session",
+]
+UPSTREAM = {
+    "url": "ws://127.0.0.1:8080/api/v1/message/ws",
+    "connected": True,
+    "since": None,
+    "reconnects": 0,
+    "last_error": None,
+    "refused": False,
+    "mismatch": None,
+    "whitelist": [PAIR],
+    "pairs_held": 1,
+    "newest_candle": None,
+}
+CONSUMER_STATUS = {"producers": {}, "started": "2026-11-01T09:00:00+00:00"}
+
+
+async def ws_outcome(d: Deployment, path: str, kind: str) -> str:
+    """ "refused": closed before accept, which Daphne answers with HTTP 403."""
+    communicator, connected = await socket(path, [ORIGIN, *d.header(kind)])
+    if connected:
+        await communicator.disconnect()
+    return "accepted" if connected else "refused"
+
+
+def http_outcome(d: Deployment, method: str, url: str, kind: str, body=None) -> int:
+    client, auth = d.http(kind)
+    if method == "GET":
+        return client.get(url, **auth, **HOST).status_code
+    return client.post(
+        url, body, content_type="application/json", **auth, **HOST
+    ).status_code
+
+
+# endpoint: (how to reach it, what its own credentials get, what the others get)
+ENDPOINTS: dict[str, tuple[tuple, dict[str, object], dict[str, object]]] = {
+    "feed socket": (
+        ("ws", "/api/v1/message/ws"),
+        {"feed token": "accepted"},
+        {},
+    ),
+    "publish socket": (
+        ("ws", "/api/v1/publish/ws"),
+        # charlie's key is valid: it publishes as charlie, never as alpha
+        {"producer key": "accepted", "charlie's producer key": "accepted"},
+        {},
+    ),
+    "status socket": (("ws", "/ws/status"), {"staff session": "accepted"}, {}),
+    "consumer config": (
+        ("GET", "/api/v1/consumer/config"),
+        {"consumer key": 200},
+        {"nothing": 401, "staff session": 401, "plain session": 401},
+    ),
+    "consumer freqtrade-config": (
+        ("GET", "/api/v1/consumer/freqtrade-config"),
+        {"consumer key": 200},
+        {"nothing": 401, "staff session": 401, "plain session": 401},
+    ),
+    "consumer status": (
+        ("POST", "/api/v1/consumer/status", CONSUMER_STATUS),
+        {"consumer key": 204},
+        {"nothing": 401, "staff session": 401, "plain session": 401},
+    ),
+    "producer config": (
+        ("GET", "/api/v1/producers/alpha/config"),
+        {"producer key": 200},
+        {"nothing": 401, "staff session": 401, "plain session": 401},
+    ),
+    "producer status": (
+        ("POST", "/api/v1/producers/alpha/status", UPSTREAM),
+        {"producer key": 204},
+        {"nothing": 401, "staff session": 401, "plain session": 401},
+    ),
+    "status.json": (
+        ("GET", "/status.json"),
+        {"status token": 200, "staff session": 200},
+        {"nothing": 401},
+    ),
+    "metrics": (
+        ("GET", "/metrics"),
+        {"status token": 200, "staff session": 200},
+        {"nothing": 401},
+    ),
+    "admin": (
+        ("GET", "/admin/producers/feedtoken/"),
+        {"staff session": 200},
+        {kind: 302 for kind in KINDS},  # to the login page
+    ),
+}
+
+
+def expected(endpoint: str, kind: str) -> object:
+    (how, *_), own, others = ENDPOINTS[endpoint]
+    if kind in own:
+        return own[kind]
+    return others.get(kind, "refused" if how == "ws" else 403)
+
+
+async def outcome(d: Deployment, endpoint: str, kind: str) -> object:
+    (how, url, *body), _, _ = ENDPOINTS[endpoint]
+    throttle.reset()  # each credential judged on its own, never as throttled
+    if how == "ws":
+        return await ws_outcome(d, url, kind)
+    return await sync_to_async(http_outcome)(d, how, url, kind, *body)
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+async def test_it_refuses_every_credential_but_the_endpoint_s_own(deployment, endpoint):
+    found = {kind: await outcome(deployment, endpoint, kind) for kind in KINDS}
+    assert found == {kind: expected(endpoint, kind) for kind in KINDS}
