@@ -85,6 +85,8 @@ def session(client: Client) -> str:
 @pytest.fixture
 def deployment(db, settings, tmp_path) -> Deployment:
     settings.VAR_DIR = tmp_path
+    # A fast hasher: the password's hash is not what these tests look at.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.CANDLECAST_ENCRYPTION_KEY = Fernet.generate_key().decode()
     settings.CANDLECAST_STATUS_TOKEN = "status-" + "s3cr3t" * 6
     settings.SECRET_KEY = "deployment-secret-" + "k" * 40
@@ -456,3 +458,117 @@ async def outcome(d: Deployment, endpoint: str, kind: str) -> object:
 async def test_it_refuses_every_credential_but_the_endpoint_s_own(deployment, endpoint):
     found = {kind: await outcome(deployment, endpoint, kind) for kind in KINDS}
     assert found == {kind: expected(endpoint, kind) for kind in KINDS}
+
+
+### A producer's feed token reads that producer only
+
+
+async def test_it_never_gives_a_producer_s_rows_to_another_producer_s_token(
+    deployment,
+):
+    """Charlie's token, subscribed, sees none of alpha's BTC/USDT, though charlie
+    has a BTC/USDT of its own; alpha's token gets them."""
+    sockets = {}
+    for name in ("feed token", "charlie's feed token"):
+        sockets[name], connected = await socket(
+            "/api/v1/message/ws", deployment.header(name)
+        )
+        assert connected
+        await request(sockets[name], {"type": "subscribe", "data": ["analyzed_df"]})
+    alpha, charlie = sockets["feed token"], sockets["charlie's feed token"]
+    publisher, _ = await socket("/api/v1/publish/ws", deployment.header("producer key"))
+    rows = analysed_frame(rows=30)
+    await publish(publisher, [frame(PAIR, rows, full=True)])
+    assert (await receive(alpha))["data"]["key"][0] == PAIR
+    assert await charlie.receive_nothing(timeout=0.5)
+    await request(charlie, {"type": "analyzed_df", "data": {"pair": PAIR}})
+    assert (await receive(charlie))["data"]["df"].empty
+    await request(charlie, {"type": "whitelist"})
+    assert (await receive(charlie))["data"] == [PAIR]  # charlie's own definition
+    for communicator in (alpha, charlie, publisher):
+        await communicator.disconnect()
+
+
+async def test_it_keeps_another_producer_s_publishes_out_of_alpha_s_streams(
+    deployment,
+):
+    alpha, _ = await socket("/api/v1/message/ws", deployment.header("feed token"))
+    await request(alpha, {"type": "subscribe", "data": ["analyzed_df"]})
+    intruder, accepted = await socket(
+        "/api/v1/publish/ws", deployment.header("charlie's producer key")
+    )
+    assert accepted
+    ack = await publish(intruder, [frame(PAIR, analysed_frame(rows=30), full=True)])
+    assert ack["type"] == "ack"  # stored as charlie's BTC/USDT
+    assert await alpha.receive_nothing(timeout=0.5)
+    await request(alpha, {"type": "analyzed_df", "data": {"pair": PAIR}})
+    assert (await receive(alpha))["data"]["df"].empty
+    await alpha.disconnect()
+    await intruder.disconnect()
+
+
+### The failed-auth throttle: no lock-out, no evasion
+
+
+async def flood(d: Deployment, attempts: int) -> None:
+    """Bad credentials from ADDRESS on every kind of route."""
+    for n in range(attempts):
+        if n % 2:
+            await ws_outcome(d, "/api/v1/message/ws", "consumer key")
+        else:
+            await sync_to_async(http_outcome)(
+                d, "GET", "/api/v1/producers/alpha/config", "consumer key"
+            )
+
+
+@pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e != "admin"])
+async def test_a_flood_of_failures_never_locks_out_a_valid_credential(
+    deployment, settings, endpoint
+):
+    settings.CANDLECAST_AUTH_FAILURES_PER_WINDOW = 3
+    await flood(deployment, 10)
+    assert throttle.over(ADDRESS)
+    (how, url, *body), own, _ = ENDPOINTS[endpoint]
+    for kind, accepted in own.items():
+        if how == "ws":
+            assert await ws_outcome(deployment, url, kind) == accepted
+        else:
+            found = await sync_to_async(http_outcome)(deployment, how, url, kind, *body)
+            assert found == accepted, kind
+    assert throttle.over(ADDRESS), "the valid credential cleared the address"
+
+
+def forged(n: int) -> list[tuple[bytes, bytes]]:
+    return [(b"x-forwarded-for", f"203.0.113.{n}".encode())]
+
+
+async def test_forged_forwarded_for_headers_count_for_the_real_address(
+    deployment, settings
+):
+    """Without proxy headers (the default), Daphne's scope names the connecting
+    address, and so does every throttle count, on sockets and HTTP alike."""
+    settings.CANDLECAST_AUTH_FAILURES_PER_WINDOW = 3
+    bad = deployment.header("consumer key")
+    for n in range(2):
+        communicator, connected = await socket("/api/v1/message/ws", bad + forged(n))
+        assert not connected
+    wrong = deployment.http("consumer key")[1]
+    client = Client()
+    codes = [
+        await sync_to_async(
+            lambda n: (
+                client.post(
+                    "/api/v1/producers/alpha/status",
+                    UPSTREAM,
+                    content_type="application/json",
+                    HTTP_X_FORWARDED_FOR=f"198.51.100.{n}",
+                    **wrong,
+                    **HOST,
+                ).status_code
+            )
+        )(n)
+        for n in range(3)
+    ]
+    assert codes == [403, 429, 429]  # 2 socket failures + 1 before the limit
+    assert throttle.over(ADDRESS)
+    assert not any(throttle.over(f"203.0.113.{n}") for n in range(2))
