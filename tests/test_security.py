@@ -5,7 +5,10 @@ credential and counts the connecting address, not a forged X-Forwarded-For."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -16,6 +19,8 @@ from channels.testing import WebsocketCommunicator
 from cryptography.fernet import Fernet
 from django.conf import settings as django_settings
 from django.test import Client
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from consumers.models import Consumer, Follow
 from controlplane.asgi import application
@@ -23,6 +28,7 @@ from controlplane.lib.auth import throttle
 from controlplane.management.commands import rundemo, runhub
 from producers.models import FeedToken, Producer
 from tests.feeds import analysed_frame, frame, publish, receive, request
+from tests.processes import free_port
 from tests.statuskit import make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -572,3 +578,66 @@ async def test_forged_forwarded_for_headers_count_for_the_real_address(
     assert codes == [403, 429, 429]  # 2 socket failures + 1 before the limit
     assert throttle.over(ADDRESS)
     assert not any(throttle.over(f"203.0.113.{n}") for n in range(2))
+
+
+### X-Forwarded-For through the real hub (runhub, Daphne), off and on
+
+
+def refusals(port: int, forwarded_for: list[str]) -> list[int]:
+    """The consumer API's answers to a wrong key, one request per forged address."""
+    codes = []
+    for address in forwarded_for:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/consumer/config",
+            headers={
+                "Authorization": "Bearer ccc_wrongwrongwrongwrongwrong",
+                "X-Forwarded-For": address,
+            },
+        )
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+            codes.append(200)
+        except urllib.error.HTTPError as refused:
+            codes.append(refused.code)
+    return codes
+
+
+async def refused_feed(port: int, forwarded_for: str) -> int:
+    url = f"ws://127.0.0.1:{port}/api/v1/message/ws?token=ccf_wrongwrongwrongwrongwrong"
+    try:
+        async with connect(url, additional_headers={"X-Forwarded-For": forwarded_for}):
+            return 101
+    except InvalidStatus as refused:
+        return refused.response.status_code
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_the_hub_trusts_x_forwarded_for_only_with_proxy_headers_on(stack):
+    stack.setup('print("{}")')
+    ports = {"off": stack.port, "on": free_port()}
+    for mode, port in ports.items():
+        hub = stack.start(
+            f"hub-{mode}",
+            "runhub",
+            "--port",
+            str(port),
+            env={
+                "CANDLECAST_PROXY_HEADERS": str(mode == "on"),
+                "CANDLECAST_AUTH_FAILURES_PER_WINDOW": "2",
+            },
+        )
+        stack.wait_http(f"http://127.0.0.1:{port}/admin/login/", hub)
+    # The feed names the address it refused (before any throttling quiets it).
+    for port in ports.values():
+        assert asyncio.run(refused_feed(port, "192.0.2.9")) == 403
+    stack.wait_log("hub-on", "feed: refused 192.0.2.9:")
+    stack.wait_log("hub-off", "feed: refused 127.0.0.1:")
+    assert "192.0.2.9" not in stack.log("hub-off")
+    many = [f"203.0.113.{n}" for n in range(4)]
+    # Off: the feed's failure and four forged addresses are one client, 127.0.0.1,
+    # throttled after two failures.
+    assert refusals(ports["off"], many) == [403, 429, 429, 429]
+    # On: each forwarded address counts for itself, and one of them is throttled.
+    assert refusals(ports["on"], many) == [403] * 4
+    assert refusals(ports["on"], ["198.51.100.7"] * 3) == [403, 403, 429]
