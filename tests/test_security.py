@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -30,6 +31,7 @@ from producers.models import FeedToken, Producer
 from tests.feeds import analysed_frame, frame, publish, receive, request
 from tests.processes import free_port
 from tests.statuskit import make_user
+from tests.test_token_lifecycle import ROOT, check_deploy
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -641,3 +643,22 @@ def test_the_hub_trusts_x_forwarded_for_only_with_proxy_headers_on(stack):
     # On: each forwarded address counts for itself, and one of them is throttled.
     assert refusals(ports["on"], many) == [403] * 4
     assert refusals(ports["on"], ["198.51.100.7"] * 3) == [403, 403, 429]
+
+
+### check --deploy with the deployment recipe's environment
+
+
+def test_it_passes_check_deploy_with_the_hubs_example_environment(tmp_path):
+    """scripts/deploy/candlecast.env.example, as systemd and compose read it, plus
+    the secrets the unit passes as credentials (the README's block has its own test
+    in test_token_lifecycle)."""
+    lines = (ROOT / "scripts/deploy/candlecast.env.example").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
+    assert env["DEBUG"] == "False" and env["CANDLECAST_PROXY_HEADERS"] == "True"
+    for name in ("SECRET_KEY", "CANDLECAST_STATUS_TOKEN"):
+        secret = tmp_path / name
+        secret.write_text(secrets.token_urlsafe(50))
+        env[f"{name}_FILE"] = str(secret)
+    done = check_deploy(env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "System check identified no issues" in done.stdout
