@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import OrderedDict
 from pprint import pformat
 
 from autobahn.websocket import protocol as autobahn_protocol
@@ -42,11 +43,20 @@ SEND_BUFFER_HIGH_WATER = 1 << 20
 DRAIN_POLL_SECONDS = 0.005
 
 
+# Sockets whose handshake the application refused, until their disconnect.
+_refused: OrderedDict[str, None] = OrderedDict()
+REFUSED_KEPT = 10_000
+
+
 def access_log(protocol: str, action: str, details: dict) -> None:
     """One line per request or socket state change; query strings never logged.
 
     Successful HTTP requests (mostly workers polling their config) go at DEBUG;
-    failures at WARNING; socket connects and disconnects at INFO.
+    failures at WARNING; socket connects and disconnects at INFO. A refused
+    handshake (and the disconnect that follows it) goes at DEBUG: the socket logs
+    why it refused, once per address and window when the address keeps failing
+    (controlplane.lib.auth.FailureThrottle), which two access lines per attempt
+    would defeat.
     """
     # Daphne's HTTP path is the whole URI: a FreqTrade-style ?token= would reach the
     # record, and only the console handler's filter would redact it.
@@ -56,12 +66,15 @@ def access_log(protocol: str, action: str, details: dict) -> None:
         status = details["status"]
         level = logging.DEBUG if status < 400 else logging.WARNING
         logger.log(level, "HTTP %s %s %s [%s]", details["method"], path, status, client)
-    elif protocol == "websocket" and action in (
-        "rejected",
-        "connected",
-        "disconnected",
-    ):
-        logger.info("WebSocket %s %s [%s]", action, path, client)
+    elif protocol == "websocket" and action in ("connected", "disconnected"):
+        refused = action == "disconnected" and _refused.pop(client, 0) is None
+        level = logging.DEBUG if refused else logging.INFO
+        logger.log(level, "WebSocket %s %s [%s]", action, path, client)
+    elif protocol == "websocket" and action == "rejected":
+        _refused[client] = None
+        while len(_refused) > REFUSED_KEPT:
+            _refused.popitem(last=False)
+        logger.debug("WebSocket rejected %s [%s]", path, client)
 
 
 class NoContextTakeoverAccept(PerMessageDeflateOfferAccept):
