@@ -102,7 +102,8 @@ def test_it_writes_a_daphne_access_line_without_the_secret(redacted_output):
 
 
 def test_it_redacts_the_hubs_access_log(redacted_output, monkeypatch):
-    """runhub's access logger, fed the details Daphne passes for a FreqTrade bot."""
+    """runhub's access logger, fed the details Daphne passes for a FreqTrade bot:
+    the query string never reaches the record."""
     logger, sink = redacted_output
     from controlplane.management.commands import runhub
 
@@ -110,7 +111,34 @@ def test_it_redacts_the_hubs_access_log(redacted_output, monkeypatch):
     details = {"path": f"/api/v1/message/ws?token={SECRET}", "client": "127.0.0.1:5"}
     access_log("websocket", "connected", details)
     assert SECRET not in sink.getvalue()
-    assert "WebSocket connected /api/v1/message/ws?token=[redacted]" in sink.getvalue()
+    assert "WebSocket connected /api/v1/message/ws [127.0.0.1:5]" in sink.getvalue()
+
+
+def test_it_logs_a_refused_handshake_and_its_disconnect_at_debug(
+    redacted_output, monkeypatch
+):
+    """The socket says why it refused (once per window for an address that keeps
+    failing); the access log adds nothing per attempt at INFO."""
+    logger, sink = redacted_output
+    from controlplane.management.commands import runhub
+
+    monkeypatch.setattr(runhub, "logger", logger)
+    refused = {"path": "/api/v1/message/ws", "client": "127.0.0.1:7"}
+    accepted = {"path": "/api/v1/message/ws", "client": "127.0.0.1:8"}
+    access_log("websocket", "rejected", refused)
+    access_log("websocket", "disconnected", refused)
+    assert sink.getvalue() == ""
+    access_log("websocket", "connected", accepted)
+    access_log("websocket", "disconnected", accepted)
+    logger.setLevel(logging.DEBUG)
+    access_log("websocket", "rejected", refused)
+    assert sink.getvalue().splitlines() == [
+        "candlecast.tests.logs: WebSocket connected /api/v1/message/ws [127.0.0.1:8]",
+        "candlecast.tests.logs: WebSocket disconnected /api/v1/message/ws "
+        "[127.0.0.1:8]",
+        "candlecast.tests.logs: WebSocket rejected /api/v1/message/ws [127.0.0.1:7]",
+    ]
+    assert len(runhub._refused) == 1  # until its disconnect
 
 
 def test_it_puts_the_filter_on_the_configured_console_handler():
