@@ -10,12 +10,17 @@ from __future__ import annotations
 import re
 import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.processes import Stack
+from producers.tokens import PREFIX_LENGTH
+from tests.processes import Stack, free_port
+from tests.services import OwnPostgres, OwnRedis
 from tests.test_e2e_consumer import (
+    HISTORY,
     PAIRS,
     SECONDS_PER_CANDLE,
     STEP,
@@ -23,18 +28,126 @@ from tests.test_e2e_consumer import (
     assert_equal_to_hub,
     ran_after,
     set_up,
+    stamped,
     start,
     stop_consumer,
+    wait_loaded_and_one_candle,
 )
+from tests.test_e2e_scaleout import same_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 DOWN_SECONDS = 20.0
+HUB_DOWN_SECONDS = 10.0
 HISTORY_LINE = re.compile(r"published \d+ rows of history for \d+ pairs, up to (.+)")
+BOT = "FreqTrade bot"
+BOT_TOKEN = f"""
+import json
+from producers.models import FeedToken, Producer
+producer = Producer.objects.get(name="e2e")
+print(json.dumps({{"bot_token": FeedToken.issue(producer, {BOT!r})[1]}}))
+"""
+BOT_RECEIVED = re.compile(r"Received (\d+) candle\(s\) for \('(\S+)'")
 
 
 def newest(frames: dict[str, pd.DataFrame]) -> dict[str, pd.Timestamp]:
     return {pair: frame["date"].iloc[-1] for pair, frame in frames.items()}
+
+
+### Two hubs on a Redis and a PostgreSQL of the test's own
+
+
+@pytest.fixture
+def services(tmp_path, monkeypatch) -> Iterator[tuple[OwnRedis, OwnPostgres]]:
+    """A Redis and a PostgreSQL that the test may kill (tests/services.py)."""
+    redis, postgres = OwnRedis(tmp_path), OwnPostgres()
+    try:
+        redis.start()
+        postgres.start()
+        monkeypatch.setenv("REDIS_URL", redis.url)
+        monkeypatch.setenv("DATABASE_URL", postgres.url)
+        yield redis, postgres
+    finally:
+        redis.close()
+        postgres.close()
+
+
+@pytest.fixture
+def hubs(services, tmp_path) -> Iterator[Stack]:
+    """Hub 1 (stack.port) and hub 2 (stack.second) on those services; the producer
+    worker publishes to hub 2, the consumer worker follows hub 1."""
+    stack = Stack(tmp_path)
+    try:
+        stack.redis()
+        stack.secrets = set_up(stack)
+        stack.secrets.update(stack.python(BOT_TOKEN))
+        stack.hub("hub1")
+        stack.second = free_port()
+        stack.hub("hub2", stack.second)
+        key = stack.secrets["producer_key"]
+        stack.producer("e2e", key, hub=stack.second, history=True)
+        stack.consumer(
+            "follower", stack.secrets["consumer_key"], dump=stack.tmp / "dump"
+        )
+        yield stack
+    finally:
+        stack.close()
+
+
+def follow_with_freqtrade(stack: Stack, until: Path) -> None:
+    """FreqTrade's own consumer on hub 1, running until ``until`` names a candle it
+    holds; returns once it loaded the history of every pair."""
+    stack.freqtrade_consumer(
+        "bot",
+        stack.secrets["bot_token"],
+        expect_pairs=len(PAIRS),
+        min_rows=HISTORY,
+        sleep_time=1,
+        until_candle=until,
+        timeout=150,
+        verbose=True,  # its "Received N candle(s)" lines
+    )
+    stack.wait_until(
+        "FreqTrade's consumer loaded every pair",
+        lambda: (
+            {
+                pair
+                for rows, pair in BOT_RECEIVED.findall(stack.log("bot"))
+                if int(rows) >= HISTORY
+            }
+            == set(PAIRS)
+        ),
+        timeout=60,
+    )
+
+
+def freqtrade_frames(stack: Stack, until: Path, candle: pd.Timestamp) -> dict:
+    """Tell FreqTrade's consumer to end once it holds ``candle``; its frames."""
+    partial = until.with_suffix(".partial")
+    partial.write_text(candle.isoformat())
+    partial.replace(until)
+    assert stack.wait_exit("bot", 60) == 0, stack.log("bot")[-4000:]
+    out = stack.tmp / "bot"
+    return {
+        pair: pd.read_parquet(out / f"{pair.replace('/', '_')}.parquet")
+        for pair in PAIRS
+    }
+
+
+def assert_holds_the_hub_s_rows(
+    frames: dict[str, pd.DataFrame], hub: dict[str, pd.DataFrame], exact: bool
+) -> None:
+    """The invariant: every pair continuous, every row exactly one the hub holds
+    (within FreqTrade's float parsing when not ``exact``), the history included."""
+    for pair in PAIRS:
+        assert_continuous(frames[pair])
+        assert len(frames[pair]) >= HISTORY, f"{pair}: {len(frames[pair])} rows"
+        found = same_rows(frames[pair], hub[pair], exact)
+        assert found.all(), f"{pair}: rows the hub does not hold: {(~found).sum()}"
+
+
+def per_minute(attempts: int, seconds: float) -> float:
+    return attempts * 60 / seconds
 
 
 def test_it_fills_the_candles_a_killed_producer_worker_missed(stack: Stack) -> None:
@@ -155,3 +268,53 @@ def test_it_waits_for_a_hub_started_last(stack: Stack) -> None:
         waits = stack.log(name).count("; retrying in ")
         print(f"fault 8: {name} worker before the hub: {waits} attempts while away")
     print(f"fault 8: hub up -> consumer on the next candle: {recovered:.1f} s")
+
+
+def test_it_brings_every_consumer_back_whole_after_its_hub_is_killed(hubs) -> None:
+    """Fault 1: kill -9 the hub that our consumer worker and FreqTrade's consumer
+    follow, and restart it 10 s later; the producer worker publishes to the other
+    hub meanwhile, so the consumers miss candles they must get back."""
+    stack, token = hubs, hubs.secrets["token"]
+    until = stack.tmp / "bot-until"
+    follow_with_freqtrade(stack, until)
+    wait_loaded_and_one_candle(stack)
+    stack.stop("hub1", signal.SIGKILL)
+    killed = time.monotonic()
+    time.sleep(HUB_DOWN_SECONDS)
+    stack.hub("hub1-restarted")
+    restarted = time.monotonic()
+    after = newest(stack.hub_frames(token, len(PAIRS)))
+    stack.wait_until(
+        "the consumer worker runs on a candle published after the restart",
+        lambda: ran_after(stack, after),
+    )
+    bot = freqtrade_frames(stack, until, max(after.values()) + STEP)
+    recovered = time.monotonic() - restarted
+    with stack.paused("producer"):
+        frames = stop_consumer(stack)
+        hub = stack.hub_frames(token, len(PAIRS))
+        other = stack.hub_frames(token, len(PAIRS), stack.second)
+    for pair in PAIRS:
+        pd.testing.assert_frame_equal(hub[pair], other[pair])  # one snapshot
+        assert frames[pair]["date"].iloc[-1] == hub[pair]["date"].iloc[-1]
+        assert_equal_to_hub(frames[pair], hub[pair])
+    assert_holds_the_hub_s_rows(frames, hub, exact=True)
+    assert_holds_the_hub_s_rows(bot, hub, exact=False)
+
+    log, bot_log = stack.log("consumer"), stack.log("bot")
+    failed = len(stamped(log, "cannot connect to"))
+    refused = bot_log.count("Connection Refused")
+    assert log.count("default: connected to") == 2, log[-3000:]
+    # A retry once a second is FreqTrade's own sleep_time (set to 1 s here).
+    assert 1 <= refused <= HUB_DOWN_SECONDS + 5, bot_log[-3000:]
+    bot_prefix = hubs.secrets["bot_token"][:PREFIX_LENGTH]
+    back = stack.log("hub1-restarted")
+    assert back.count(f"connected to e2e with token {bot_prefix}") == 1, back[-3000:]
+    down = restarted - killed
+    print(
+        f"\nfault 1: hub killed, restarted after {down:.1f} s; restart -> both "
+        f"consumers on a new candle, every pair whole: {recovered:.1f} s; rows "
+        f"lost: 0; attempts while away: consumer worker {failed + 1} "
+        f"({per_minute(failed + 1, down):.0f}/min), FreqTrade {refused} "
+        f"({per_minute(refused, down):.0f}/min)"
+    )
