@@ -46,6 +46,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "controlplane.middleware.status_reports",
+    # Last, so it sees a view's exception first: 503 in words for a service outage.
+    "controlplane.outages.ServiceOutageMiddleware",
 ]
 
 ROOT_URLCONF = "controlplane.urls"
