@@ -56,3 +56,22 @@ class ServiceOutageMiddleware(MiddlewareMixin):
         if request.path.startswith(API_PREFIX):
             return JsonResponse({"error": message}, status=503)
         return HttpResponse(message, status=503, content_type="text/plain")
+
+
+class OutageFilter(logging.Filter):
+    """Daphne reports an application that raised with its whole traceback. When a
+    service outage caused it (a feed or publish handshake while Redis or the
+    database is down: the client got HTTP 500 or 1011 and retries), one line in
+    words instead; any other exception keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "daphne.server" or not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        service = unavailable(exc)
+        if exc is None or service is None:
+            return True
+        record.msg = "%s: a connection failed with an error; its client retries"
+        record.args = (in_words(service, exc),)
+        record.exc_info, record.exc_text = None, None
+        return True

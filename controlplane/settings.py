@@ -199,6 +199,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "redact": {"()": "controlplane.lib.logs.RedactSecretsFilter"},
+        "outages": {"()": "controlplane.outages.OutageFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
@@ -207,7 +208,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["redact"],
+            "filters": ["outages", "redact"],
         },
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},

@@ -380,6 +380,9 @@ def test_it_recovers_from_an_emptied_redis_and_a_database_away_for_20_s(
     assert log.count("default: connected to") == 2, log[-3000:]
     assert producer_log.count("connected to the hub") == 2, producer_log[-3000:]
     assert "is the channel layer's Redis up?" in stack.log("hub2")
+    for hub in ("hub1", "hub2"):  # handshakes refused meanwhile: words, no traceback
+        assert "a connection failed with an error; its client retries" in stack.log(hub)
+        assert "Traceback" not in stack.log(hub), stack.log(hub)[-3000:]
     # The config API told the consumer worker why, in the hub's words, not HTML.
     assert re.search(r"the hub's (database|Redis) is unavailable \(", log), log
     assert "<!doctype" not in log.lower()

@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from consumers.models import Consumer
 from controlplane.lib.contracts import CONSUMER_CONFIG
-from controlplane.outages import unavailable
+from controlplane.outages import OutageFilter, unavailable
 from producers.snapshots import SnapshotStoreUnavailable
 
 REFUSED = (
@@ -77,3 +77,39 @@ def test_it_leaves_a_bug_to_django_s_500(client, db):
         client.raise_request_exception = False
         response = client.get("/status.json")
     assert response.status_code != 503
+
+
+def daphne_record(exc: BaseException) -> logging.LogRecord:
+    """What Daphne logs when an application instance raised."""
+    try:
+        raise exc
+    except BaseException as raised:
+        info = (type(raised), raised, raised.__traceback__)
+    return logging.LogRecord(
+        "daphne.server",
+        logging.ERROR,
+        __file__,
+        1,
+        "Exception inside application: %s",
+        (exc,),
+        info,
+    )
+
+
+def test_it_tells_a_socket_lost_to_redis_in_one_line():
+    record = daphne_record(
+        RedisConnectionError("Error 111 connecting to 127.0.0.1:6391. Connect call")
+    )
+    assert OutageFilter().filter(record)
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        "the hub's Redis is unavailable (Error 111 connecting to 127.0.0.1:6391. "
+        "Connect call): a connection failed with an error; its client retries"
+    )
+
+
+def test_it_keeps_the_traceback_of_a_bug():
+    record = daphne_record(KeyError("pair"))
+    assert OutageFilter().filter(record)
+    assert record.exc_info is not None
+    assert record.getMessage() == "Exception inside application: 'pair'"
