@@ -46,6 +46,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "controlplane.middleware.status_reports",
+    # Last, so it sees a view's exception first: 503 in words for a service outage.
+    "controlplane.outages.ServiceOutageMiddleware",
 ]
 
 ROOT_URLCONF = "controlplane.urls"
@@ -202,6 +204,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "redact": {"()": "controlplane.lib.logs.RedactSecretsFilter"},
+        "outages": {"()": "controlplane.outages.OutageFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
@@ -210,7 +213,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["redact"],
+            "filters": ["outages", "redact"],
         },
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},

@@ -325,6 +325,18 @@ async def test_it_retries_a_refused_token_slowly_and_says_what_to_do(caplog):
         assert "check the token in the admin" in caplog.text
 
 
+async def test_it_tells_a_server_error_from_a_refusal_and_retries_it(caplog):
+    """A hub whose Redis is down answers the handshake with 500: not our token."""
+    async with FakeProducer() as fake:
+        fake.refuse = 500
+        async with following(fake.follow(), fast(sleep_time=0.05)) as client:
+            await eventually(lambda: len(fake.refused) >= 2)
+        assert fake.refused[1] - fake.refused[0] < 0.5 * 0.8  # not at the cap
+        assert "failed to open the connection: HTTP 500 (refused)" in client.last_error
+        assert "Redis or database is down" in caplog.text
+        assert "refused the connection" not in caplog.text
+
+
 async def test_it_does_not_loop_on_a_frame_over_the_size_limit(caplog):
     async with FakeProducer() as fake:
         fake.oversize = 1

@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also wait until every pair got a candle after the full load",
     )
+    parser.add_argument(
+        "--until-candle",
+        type=Path,
+        help="also wait until this file exists and every pair holds a candle at or "
+        "after the ISO date it holds (a test's signal that its fault is over)",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--secure", action="store_true", help="wss:// instead of ws://")
@@ -209,8 +215,22 @@ def check(
                 missing.append(f"no new candle since the full load for: {stale}")
             else:
                 progress.mark("new_candle")
+    if args.until_candle:
+        missing += behind(frames, args.until_candle)
     progress.missing = missing
     return not missing
+
+
+def behind(frames: dict[str, Any], until: Path) -> list[str]:
+    """What is missing for --until-candle: the file, or the pairs still behind."""
+    text = until.read_text().strip() if until.exists() else ""
+    if not text:  # not written yet, or being written
+        return [f"{until} does not name a candle yet"]
+    wanted = Timestamp(text)
+    late = [
+        p for p, (df, _) in frames.items() if df.empty or df["date"].iloc[-1] < wanted
+    ]
+    return [f"no candle at or after {wanted} for: {late}"] if late else []
 
 
 def follow(

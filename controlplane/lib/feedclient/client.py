@@ -268,6 +268,14 @@ class ProducerClient:
                 "FreqTrade API server or a candlecast hub?",
                 cap=True,
             )
+        if status >= 500:
+            # Not a refusal: the server failed, e.g. a hub whose Redis or database
+            # is down (it answers 500 and says why in its own log). Retry as usual.
+            return self._retry(
+                f"{self.follow.display_url} failed to open the connection: HTTP "
+                f"{status}{detail}, a server error (its own log says why, e.g. its "
+                "Redis or database is down)"
+            )
         return self._retry(
             f"the producer refused the connection: HTTP {status}{detail}"
         )
