@@ -159,6 +159,7 @@ def make_clients(args: argparse.Namespace, holdings: Holdings) -> list[BenchClie
                 index=index,
                 holdings=holdings,
                 native=args.mode == "native",
+                compression="deflate" if args.deflate else None,
             )
         )
     return clients
@@ -213,6 +214,7 @@ def parse_args() -> argparse.Namespace:
     add("--rows", type=int, required=True, help="rows per pair that count as loaded")
     add("--step-ms", type=int, default=300_000, help="the candle length in ms")
     add("--messages-per-tick", type=int, required=True, help="broadcast per tick")
+    add("--deflate", action="store_true", help="offer permessage-deflate")
     return parser.parse_args()
 
 
