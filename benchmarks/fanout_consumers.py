@@ -171,12 +171,12 @@ async def report_protocol(clients: list[BenchClient], mode: str) -> None:
         await asyncio.sleep(0.05)
     names = {getattr(client, "protocol", None) or "-" for client in clients}
     say(f"PROTOCOL {','.join(sorted(names))}")
-    if mode == "native" and names != {NATIVE_PROTOCOL}:
+    if mode == "native" and not names <= {NATIVE_PROTOCOL, f"{NATIVE_PROTOCOL}+zstd"}:
         say(
             f"ERROR native mode negotiated {','.join(sorted(names))}, not "
             f"{NATIVE_PROTOCOL}: the server does not speak the native protocol"
         )
-    if mode == "freqtrade" and NATIVE_PROTOCOL in names:
+    if mode == "freqtrade" and any(n.startswith(NATIVE_PROTOCOL) for n in names):
         say("ERROR FreqTrade mode negotiated the native protocol")
 
 

@@ -179,6 +179,7 @@ class ProducerClient:
             self.reconnects += 1
         self._attempts += 1
         offer = [Subprotocol(name) for name in wire.offered()] if self.native else None
+        self.dispatch.max_bytes = self.settings.message_size_limit << 20
         try:
             ws = await connect(
                 self.follow.url(),
@@ -242,7 +243,7 @@ class ProducerClient:
         if self.protocol == self._said_protocol:
             return
         self._said_protocol = self.protocol
-        if self.protocol == native.SUBPROTOCOL:
+        if self.protocol in (native.SUBPROTOCOL, native.SUBPROTOCOL_ZSTD):
             logger.info("%s: speaking %s (native frames)", self.name, self.protocol)
         elif self.native:
             logger.info(
