@@ -15,7 +15,7 @@ from controlplane.lib.feedclient.dispatch import Dispatch
 from controlplane.lib.feedclient.framestore import FrameStore
 from controlplane.lib.feedclient.requests import Requests
 from controlplane.lib.wire import native
-from controlplane.lib.wire.columns import ProtocolError
+from controlplane.lib.wire.columns import ProtocolError, exact_rows
 from tests.feeds import analysed_frame, feed, frame, native_reply, publish, request
 from tests.test_native import (
     LA,
@@ -36,6 +36,32 @@ def test_it_round_trips_a_native_reply_through_zstd_bit_exactly():
     assert len(packed) < len(plain)
     decoded = native.decode(native.decompress(packed, 8 << 20))
     assert_bit_exact(decoded["frames"][0]["df"], exotic_frame())
+
+
+def shuffled_reply(df) -> bytes:
+    names, codes, rows = exact_rows(df)
+    columns = native.shuffled(native.columns_from_rows(names, codes, rows))
+    block = native.frame_block(KEY, columns, len(df), 0, LA)
+    return native.message("analyzed_df", [block])
+
+
+def test_it_round_trips_byte_shuffled_columns_of_every_dtype_bit_exactly():
+    for df in (exotic_frame(), analysed_frame(rows=300)):
+        packed = native.compress(shuffled_reply(df))
+        decoded = native.decode(native.decompress(packed, 8 << 20))
+        assert_bit_exact(decoded["frames"][0]["df"], df)
+
+
+def test_it_shuffles_so_that_zstd_finds_more_to_share():
+    plain = native_reply(KEY, analysed_frame(rows=1500), LA)
+    shuffled = shuffled_reply(analysed_frame(rows=1500))
+    assert len(native.compress(shuffled)) < len(native.compress(plain))
+
+
+def test_it_refuses_a_shuffled_column_of_strings():
+    block = native.frame_block(KEY, [["tag", "str/s", b"ab"]], 1, 0, LA)
+    with pytest.raises(ProtocolError, match="a shuffled column needs 1 values"):
+        native.decode(native.message("analyzed_df", [block]))
 
 
 @pytest.mark.parametrize(
