@@ -498,7 +498,10 @@ async def record(
     settings = ConsumerSettings(initial_candle_limit=args.rows)
     client = ProducerClient(follow, settings, FrameStore(), native=form == "native")
     requests = client.opening_requests()
-    subprotocols = [NATIVE_PROTOCOL] if form == "native" else None
+    # What the client offers, so raw-native replays what native mode gets (+zstd).
+    subprotocols = (
+        [f"{NATIVE_PROTOCOL}+zstd", NATIVE_PROTOCOL] if form == "native" else None
+    )
     feed = HubFeed(setup, data, args, f"record-{form}")
     port = await feed.open()
     try:
