@@ -145,3 +145,28 @@ async def test_it_compresses_a_tick_once_for_every_zstd_socket(
     assert [f["key"][0] for f in tick["frames"]] == ["ETH/USDT"]
     for socket in [*sockets, plain]:
         await socket.disconnect()
+
+
+@db
+async def test_it_compresses_a_reply_once_for_every_zstd_socket_that_asks(
+    worker,  # noqa: F811
+    feed_token,
+    monkeypatch,
+):
+    compressed: list[int] = []
+    original = native.compress
+    monkeypatch.setattr(
+        native, "compress", lambda data: compressed.append(len(data)) or original(data)
+    )
+    sockets = [
+        (await feed(feed_token[0], subprotocols=[native.SUBPROTOCOL_ZSTD]))[0]
+        for _ in range(3)
+    ]
+    replies = []
+    for socket in sockets:
+        await request(socket, {"type": "analyzed_df", "data": {"pair": "BTC/USDT"}})
+        replies.append(await received_bytes(socket))
+    assert len(set(replies)) == 1
+    assert len(compressed) == 1  # the reply cache holds the compressed bytes
+    for socket in sockets:
+        await socket.disconnect()
