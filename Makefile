@@ -61,6 +61,12 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 # An upstream FreqTrade bot's CPU: 50 consumers on it directly, or through the hub.
-.PHONY: bench-relay
+.PHONY: bench-relay bench-network
 bench-relay: $(VENV)/.installed $(FREQTRADE_VENV)/.installed
 	$(PY) benchmarks/bench_relay.py
+
+# The hub and FreqTrade's producer over a 100 Mbit/s, 20 ms link (a veth into a
+# network namespace; as root). NETWORK_ARGS adds flags, e.g. NETWORK_ARGS="--pairs 100".
+bench-network: $(VENV)/.installed $(FREQTRADE_VENV)/.installed
+	$(PY) benchmarks/bench_network.py --consumers 1,10,100 --pairs 20 --rows 1500 \
+	  --rate-mbit 100 --delay-ms 20 $(NETWORK_ARGS)

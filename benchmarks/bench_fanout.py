@@ -129,15 +129,18 @@ def set_up_hub(tmp: Path, data: BenchData) -> HubSetup:
     return HubSetup(tmp, database, secrets_["producer_key"], secrets_["feed_token"])
 
 
-def hub_command(server: str, port: int) -> list[str]:
+def hub_command(server: str, port: int, host: str = "127.0.0.1") -> list[str]:
     if server == "daphne":
-        return [sys.executable, str(ROOT / "manage.py"), "runhub", "--port", str(port)]
+        return [
+            *(sys.executable, str(ROOT / "manage.py"), "runhub"),
+            *("--host", host, "--port", str(port)),
+        ]
     return [
         sys.executable,
         "-m",
         "uvicorn",
         "controlplane.asgi:application",
-        "--host=127.0.0.1",
+        f"--host={host}",
         f"--port={port}",
         "--ws=websockets",
         f"--ws-max-size={SIZE_LIMIT}",
@@ -157,9 +160,10 @@ def start_hub(setup: HubSetup, args: argparse.Namespace, name: str):
         env["REDIS_URL"] = args.redis
         env["CANDLECAST_REDIS_PREFIX"] = f"cc-fanout-{secrets.token_hex(4)}"
     port = free_port()
+    host = getattr(args, "host", "127.0.0.1")  # bench_network: its link's address
     log = open(setup.tmp / f"{name}.log", "w")
     hub = subprocess.Popen(
-        hub_command(args.server, port),
+        hub_command(args.server, port, host),
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -172,7 +176,7 @@ def start_hub(setup: HubSetup, args: argparse.Namespace, name: str):
                 f"the hub exited at start:\n{(setup.tmp / f'{name}.log').read_text()}"
             )
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=1)
+            urllib.request.urlopen(f"http://{host}:{port}/admin/login/", timeout=1)
             return hub, port
         except OSError:
             if time.monotonic() > deadline:
@@ -248,9 +252,12 @@ async def start_consumers(
     started = []
     for index, count in enumerate(clients):
         log = open(args.tmp / f"consumers-{mode}-{sum(clients)}-{index}.log", "w")
+        # bench_network: in its network namespace, through its link, maybe deflate.
         process = await asyncio.create_subprocess_exec(
+            *getattr(args, "launcher", []),
             sys.executable,
             str(HERE / "fanout_consumers.py"),
+            *(["--deflate"] if getattr(args, "deflate", False) else []),
             f"--port={port}",
             f"--mode={mode}",
             f"--clients={count}",
@@ -328,8 +335,9 @@ class HubFeed(Feed):
     async def open(self) -> int:
         self.hub, port = start_hub(self.setup, self.args, self.name)
         self.pid = self.hub.pid
+        host = getattr(self.args, "host", "127.0.0.1")
         self.ws = await connect(
-            f"ws://127.0.0.1:{port}/api/v1/publish/ws",
+            f"ws://{host}:{port}/api/v1/publish/ws",
             additional_headers={"Authorization": f"Bearer {self.setup.producer_key}"},
             compression=None,
             max_size=SIZE_LIMIT,
@@ -390,13 +398,18 @@ async def measure(
         args, mode.removeprefix("raw-"), port, clients, per_tick
     )
     readers = [asyncio.create_task(c.read()) for c in consumers]
+    hook = getattr(args, "hook", None)  # bench_network reads its link's counters
     try:
+        if hook:
+            hook("go", feed, run)
         go = time.time()
         for consumer in consumers:
             consumer.send("GO")
         await wait_all(consumers, "cold start", lambda c: c.loaded, args.timeout)
         run.cold_delivered = max(c.delivered or c.loaded for c in consumers) - go
         run.cold_loaded = max(c.loaded for c in consumers) - go
+        if hook:
+            hook("loaded", feed, run)
         await asyncio.sleep(args.pause)
         cpu = cpu_seconds(feed.pid)
         for number, date in enumerate(data.tick_dates):
@@ -414,6 +427,8 @@ async def measure(
             )
             await asyncio.sleep(args.pause)
         used = cpu_seconds(feed.pid) - cpu
+        if hook:
+            hook("ticks", feed, run)
         await wait_all(consumers, "protocol", lambda c: c.protocol, args.timeout)
         run.protocol = ",".join(sorted({c.protocol for c in consumers}))
         run.hub_cpu_us = used / (k * args.pairs * len(data.tick_dates)) * 1e6
@@ -483,7 +498,10 @@ async def record(
     settings = ConsumerSettings(initial_candle_limit=args.rows)
     client = ProducerClient(follow, settings, FrameStore(), native=form == "native")
     requests = client.opening_requests()
-    subprotocols = [NATIVE_PROTOCOL] if form == "native" else None
+    # What the client offers, so raw-native replays what native mode gets (+zstd).
+    subprotocols = (
+        [f"{NATIVE_PROTOCOL}+zstd", NATIVE_PROTOCOL] if form == "native" else None
+    )
     feed = HubFeed(setup, data, args, f"record-{form}")
     port = await feed.open()
     try:

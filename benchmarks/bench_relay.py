@@ -140,6 +140,7 @@ class Bot:
         command += ["--pairs", ",".join(pair_names(args.pairs))]
         command += ["--rows", str(args.rows), "--timeframe", args.timeframe]
         command += ["--seconds-per-candle", str(args.seconds_per_candle)]
+        command += ["--host", getattr(args, "host", "127.0.0.1")]
         self.log = log
         self.watch = watch
         self.seconds_per_candle = args.seconds_per_candle
@@ -275,7 +276,11 @@ class ConsumerPool:
         for index, size in enumerate(sizes):
             log = tmp / f"{label}-consumers-{index}.log"
             self._logs.append(open(log, "w"))
-            command = [sys.executable, str(CONSUMER_SCRIPT), "--kind", kind]
+            # bench_network runs them in its network namespace, offering deflate.
+            command = [*getattr(args, "launcher", [])]
+            command += [sys.executable, str(CONSUMER_SCRIPT), "--kind", kind]
+            command += ["--deflate"] if getattr(args, "deflate", False) else []
+            command += ["--native"] if getattr(args, "native", False) else []
             command += ["--port", str(port), "--count", str(size)]
             command += ["--pairs", str(args.pairs), "--min-rows", str(args.rows)]
             process = subprocess.Popen(

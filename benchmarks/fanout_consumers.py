@@ -159,6 +159,7 @@ def make_clients(args: argparse.Namespace, holdings: Holdings) -> list[BenchClie
                 index=index,
                 holdings=holdings,
                 native=args.mode == "native",
+                compression="deflate" if args.deflate else None,
             )
         )
     return clients
@@ -170,12 +171,12 @@ async def report_protocol(clients: list[BenchClient], mode: str) -> None:
         await asyncio.sleep(0.05)
     names = {getattr(client, "protocol", None) or "-" for client in clients}
     say(f"PROTOCOL {','.join(sorted(names))}")
-    if mode == "native" and names != {NATIVE_PROTOCOL}:
+    if mode == "native" and not names <= {NATIVE_PROTOCOL, f"{NATIVE_PROTOCOL}+zstd"}:
         say(
             f"ERROR native mode negotiated {','.join(sorted(names))}, not "
             f"{NATIVE_PROTOCOL}: the server does not speak the native protocol"
         )
-    if mode == "freqtrade" and NATIVE_PROTOCOL in names:
+    if mode == "freqtrade" and any(n.startswith(NATIVE_PROTOCOL) for n in names):
         say("ERROR FreqTrade mode negotiated the native protocol")
 
 
@@ -213,6 +214,7 @@ def parse_args() -> argparse.Namespace:
     add("--rows", type=int, required=True, help="rows per pair that count as loaded")
     add("--step-ms", type=int, default=300_000, help="the candle length in ms")
     add("--messages-per-tick", type=int, required=True, help="broadcast per tick")
+    add("--deflate", action="store_true", help="offer permessage-deflate")
     return parser.parse_args()
 
 

@@ -83,13 +83,18 @@ def make_follow(args: argparse.Namespace, token: str) -> Follow:
 
 
 def make_client(
-    follow: Follow, store: FrameStore, holdings: Holdings, index: int
+    follow: Follow,
+    store: FrameStore,
+    holdings: Holdings,
+    index: int,
+    deflate: bool = False,
+    native: bool = False,
 ) -> ProducerClient:
-    """A client speaking FreqTrade's protocol in both phases (native=False)."""
+    """A client speaking FreqTrade's protocol (bench_network: or candlecast.v1)."""
     settings = ConsumerSettings(sleep_time=2.0)
-    extra = {}
+    extra: dict = {"compression": "deflate"} if deflate else {}
     if "native" in inspect.signature(ProducerClient).parameters:
-        extra["native"] = False
+        extra["native"] = native
     return ProducerClient(
         follow,
         settings,
@@ -107,7 +112,7 @@ async def main(args: argparse.Namespace) -> int:
     holdings = Holdings(args.count, args.pairs, args.min_rows)
     follow = make_follow(args, token)
     clients = [
-        make_client(follow, FrameStore(), holdings, index)
+        make_client(follow, FrameStore(), holdings, index, args.deflate, args.native)
         for index in range(args.count)
     ]
     say("READY")
@@ -131,6 +136,8 @@ def parse_args() -> argparse.Namespace:
     add("--count", type=int, required=True, help="clients in this process")
     add("--pairs", type=int, required=True, help="pairs each client must hold")
     add("--min-rows", type=int, required=True, help="rows per pair that count")
+    add("--deflate", action="store_true", help="offer permessage-deflate")
+    add("--native", action="store_true", help="offer candlecast.v1 first")
     return parser.parse_args()
 
 

@@ -105,5 +105,5 @@ def test_it_runs_each_mode_on_its_own_protocol(bench):
     runs = {run["mode"]: run for run in figures["runs"]}
     assert runs["freqtrade"]["protocol"] == "freqtrade"
     assert runs["raw-freqtrade"]["protocol"] == "freqtrade"
-    assert runs["native"]["protocol"] == "candlecast.v1"
-    assert runs["raw-native"]["protocol"] == "candlecast.v1"
+    assert runs["native"]["protocol"] == "candlecast.v1+zstd"
+    assert runs["raw-native"]["protocol"] == "candlecast.v1+zstd"

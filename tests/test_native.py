@@ -595,7 +595,8 @@ async def test_it_speaks_native_with_a_hub_that_selects_it(caplog):
     async with FakeHub(True, frames) as hub, following(hub) as client:
         await eventually(lambda: all(held(client, p) is not None for p in frames))
         assert client.protocol == native.SUBPROTOCOL
-        assert hub.offered == [native.SUBPROTOCOL]
+        # zstd first; a hub that predates it selects plain candlecast.v1
+        assert hub.offered == [f"{native.SUBPROTOCOL_ZSTD}, {native.SUBPROTOCOL}"]
         assert_bit_exact(held(client, "BTC/USDT"), frames["BTC/USDT"])
     assert "speaking candlecast.v1" in caplog.text
 
@@ -644,7 +645,8 @@ async def test_it_falls_back_to_freqtrade_s_protocol_when_nothing_is_selected(ca
     async with FakeHub(False, frames) as hub, following(hub) as client:
         await eventually(lambda: all(held(client, p) is not None for p in frames))
         assert client.protocol == "freqtrade"
-        assert hub.offered == [native.SUBPROTOCOL]  # offered, not taken
+        offered = f"{native.SUBPROTOCOL_ZSTD}, {native.SUBPROTOCOL}"
+        assert hub.offered == [offered]  # offered, not taken
         assert held(client, "BTC/USDT")["close"].isna().tolist()[:3] == [True] * 3
     assert caplog.text.count("speaking FreqTrade's protocol") == 1
 

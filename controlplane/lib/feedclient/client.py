@@ -74,6 +74,7 @@ class ProducerClient:
 
     ``on_stored(follow_name, stored)`` is called on the event loop for every frame
     stored; it must not block. ``native=False`` never offers ``candlecast.v1``;
+    ``compression="deflate"`` offers permessage-deflate (benchmarks compare it);
     :attr:`protocol` names what the live link speaks (``"candlecast.v1"`` or
     ``"freqtrade"``; None while not connected).
     """
@@ -86,10 +87,12 @@ class ProducerClient:
         on_stored: Callable[[str, Stored], None] | None = None,
         *,
         native: bool = True,
+        compression: str | None = None,
     ) -> None:
         self.follow, self.settings, self.store = follow, settings, store
         self.on_stored = on_stored
         self.native = native
+        self.compression = compression
         self.protocol: str | None = None
         self._said_protocol: str | None = None
         self.backoff = link_backoff(settings.sleep_time)
@@ -176,14 +179,16 @@ class ProducerClient:
             self.reconnects += 1
         self._attempts += 1
         offer = [Subprotocol(name) for name in wire.offered()] if self.native else None
+        self.dispatch.max_bytes = self.settings.message_size_limit << 20
         try:
             ws = await connect(
                 self.follow.url(),
                 additional_headers=self.follow.headers(),
                 subprotocols=offer,
-                # Never deflate: per connection, it compresses each broadcast once
-                # per consumer on the producer's side (53x slower at 100 consumers).
-                compression=None,
+                # No deflate by default: a server with context takeover (FreqTrade's)
+                # compresses each broadcast once per consumer (53x slower at 100
+                # consumers). "deflate" offers it as FreqTrade's consumer does.
+                compression=self.compression,
                 max_size=self.settings.message_size_limit << 20,
                 ping_interval=None,  # our own liveness check: see _ping
                 open_timeout=OPEN_TIMEOUT,
@@ -238,7 +243,7 @@ class ProducerClient:
         if self.protocol == self._said_protocol:
             return
         self._said_protocol = self.protocol
-        if self.protocol == native.SUBPROTOCOL:
+        if self.protocol in (native.SUBPROTOCOL, native.SUBPROTOCOL_ZSTD):
             logger.info("%s: speaking %s (native frames)", self.name, self.protocol)
         elif self.native:
             logger.info(

@@ -53,12 +53,20 @@ class Dispatch:
         self.on_stored, self.on_error = on_stored, on_error
         self.progress = LoadProgress(name)
         self.dropped: dict[str, int] = {}
+        self.max_bytes = 8 << 20  # a compressed message's size, decompressed
 
     def new_link(self) -> None:
         self.progress = LoadProgress(self.name)
 
     async def handle(self, text: str | bytes, protocol: str | None) -> None:
         """Act on one message from the producer; a bad one is dropped and logged."""
+        if isinstance(text, bytes) and protocol == native.SUBPROTOCOL_ZSTD:
+            try:
+                text = native.decompress(text, self.max_bytes)
+            except native.ProtocolError as exc:
+                self.drop("malformed", f"dropped a malformed message ({exc})")
+                return
+            protocol = native.SUBPROTOCOL
         if isinstance(text, bytes) and protocol == native.SUBPROTOCOL:
             await self._native(text)
             return

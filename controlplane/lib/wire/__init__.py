@@ -53,8 +53,17 @@ NATIVE = FeedFormat(
     tick=native.tick,
     offload_rows=64,  # 1500 rows take a few ms to columnise
 )
+NATIVE_ZSTD = FeedFormat(
+    name=native.SUBPROTOCOL_ZSTD,
+    subprotocol=native.SUBPROTOCOL_ZSTD,
+    binary=True,
+    group="nativez",
+    reply=native.reply_zstd,
+    tick=native.tick_zstd,  # packs with NATIVE's packing of the same tick
+    offload_rows=64,
+)
 # Every format, the preferred first: clients offer the subprotocols in this order.
-FORMATS = (NATIVE, FREQTRADE)
+FORMATS = (NATIVE_ZSTD, NATIVE, FREQTRADE)
 
 
 def negotiate(offered: Iterable[str]) -> FeedFormat:
