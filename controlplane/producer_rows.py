@@ -174,7 +174,8 @@ def analysis_words(report: contracts.AnalysisStatus) -> str:
         )
         took = f" {p['seconds']:.2f} s" if p["seconds"] is not None else ""
         again = f", restarted {p['restarts']}x" if p["restarts"] else ""
-        parts.append(f"#{p['index']} ({who}, {len(p['pairs'])} pairs{again}){took}")
+        count = f"{len(p['pairs'])} pair{'s' if len(p['pairs']) != 1 else ''}"
+        parts.append(f"#{p['index']} ({who}, {count}{again}){took}")
     return f"{head}: " + "; ".join(parts)
 
 
