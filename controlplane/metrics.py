@@ -133,7 +133,7 @@ def analysis_lines(snapshot: StatusSnapshot) -> Iterator[str]:
     yield from family(
         "producer_candle_analysis_seconds",
         "gauge",
-        "Seconds from the candle close to all its pairs analysed, last candle.",
+        "Seconds the last candle's analysis took, all pairs.",
     )
     for name, a in analyses:
         if a["candle_seconds"] is not None:

@@ -59,7 +59,7 @@ AnalysisProcessRow = contracts.AnalysisProcess
 
 class AnalysisRow(TypedDict):
     workers: int  # 1: the worker analyses in its own process
-    candle_seconds: float | None  # the last candle, close to all pairs analysed
+    candle_seconds: float | None  # the last candle's analysis, all pairs (wall)
     reported: float | None  # when the hub received the report
     processes: list[AnalysisProcessRow]
     words: str  # the processes, their pairs and times, in one line

@@ -200,8 +200,23 @@ class Analysis:
         return self.history + self.strategy.startup_candle_count
 
     def windows(self, pairs: list[str]) -> dict[str, pd.DataFrame]:
-        """The pairs' whole candle windows from the source, as of now."""
-        return {pair: self.source.history(pair, self.keep()) for pair in pairs}
+        """The pairs' whole candle windows from the source, up to the newest
+        candle already handed to the analyser (as of now for a new pair).
+
+        A replaced analysis process gets the very window the dead one held, so
+        it computes the rows the dead one would have, bit for bit; candles that
+        closed meanwhile come with the next candle, as for every other pair.
+        """
+        return {pair: self._window(pair) for pair in pairs}
+
+    def _window(self, pair: str) -> pd.DataFrame:
+        last = self.last.get(pair)
+        if last is None:
+            return self.source.history(pair, self.keep())
+        later = len(self.source.candles_after(pair, last))
+        window = self.source.history(pair, self.keep() + later)
+        window = window[window["date"] <= last]
+        return window.iloc[-self.keep() :].reset_index(drop=True)
 
     def new_candles(self) -> dict[str, pd.DataFrame]:
         """Every pair's closed candles after the last one analysed."""
@@ -349,8 +364,12 @@ async def publish_history(publisher: Publisher, analysis: Analysis) -> None:
     )
 
 
-async def tick(publisher: Publisher, analysis: Analysis) -> None:
+async def tick(
+    publisher: Publisher, analysis: Analysis, closed_at: float | None = None
+) -> None:
     """Analyse every pair's new candles; publish them as one message.
+
+    ``closed_at``: the wall time the candle closed, for the log line.
 
     One message per candle rather than one per pair as each is analysed: the hub
     then sends each consumer one message per candle, not one per pair.
@@ -370,11 +389,18 @@ async def tick(publisher: Publisher, analysis: Analysis) -> None:
         await publisher.publish(frames)
         at = frames[0]["columns"].index("date")
         newest = max(frame["rows"][-1][at] for frame in frames)
+        timing = ""
+        if closed_at is not None and analysis.tick_seconds is not None:
+            timing = (
+                f", {time.time() - closed_at:.3f} s after the close "
+                f"(analysis {analysis.tick_seconds:.3f} s)"
+            )
         logger.info(
-            "candle %s closed: published %d of %d pairs",
+            "candle %s closed: published %d of %d pairs%s",
             _minute(newest),
             len(frames),
             len(analysis.pairs),
+            timing,
         )
 
 
@@ -600,9 +626,11 @@ async def serve(
     while not stop.is_set():
         # A little past the close, so the source's clock has surely passed it.
         wait = running.analysis.source.seconds_until_next_close() + 0.02
+        closes = wait <= CONFIG_REFRESH_SECONDS
+        closed_at = time.time() + wait - 0.02 if closes else None
         if await wait_while_open(ws, stop, min(wait, CONFIG_REFRESH_SECONDS)):
             break
-        await tick(publisher, running.analysis)
+        await tick(publisher, running.analysis, closed_at)
         reporter.report(running.analysis)
         if asyncio.get_running_loop().time() - refreshed >= CONFIG_REFRESH_SECONDS:
             refreshed = asyncio.get_running_loop().time()

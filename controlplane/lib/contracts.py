@@ -552,7 +552,7 @@ class AnalysisStatus(TypedDict):
     """What a producer worker (not a relay) reports after each candle."""
 
     workers: int  # analysis processes; 1: in the worker's own process
-    candle_seconds: float | None  # the last candle, close to all pairs analysed
+    candle_seconds: float | None  # the last candle's analysis, all pairs (wall)
     processes: list[AnalysisProcess]
 
 
