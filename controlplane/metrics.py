@@ -34,6 +34,7 @@ def render(snapshot: StatusSnapshot) -> str:
     lines = [
         *hub_lines(snapshot),
         *producer_lines(snapshot),
+        *analysis_lines(snapshot),
         *pair_lines(snapshot),
         *consumer_lines(snapshot),
     ]
@@ -123,6 +124,62 @@ def producer_lines(snapshot: StatusSnapshot) -> Iterator[str]:
                 float(p["last_publish"]),
                 producer=p["name"],
             )
+
+
+def analysis_lines(snapshot: StatusSnapshot) -> Iterator[str]:
+    """The producer workers' analysis processes, as each worker last reported."""
+    reports = [(p["name"], p["analysis"]) for p in snapshot["producers"]]
+    analyses = [(name, a) for name, a in reports if a is not None]
+    yield from family(
+        "producer_analysis_processes",
+        "gauge",
+        "The producer worker's analysis processes (1: its own process).",
+    )
+    for name, a in analyses:
+        yield sample("producer_analysis_processes", a["workers"], producer=name)
+    yield from family(
+        "producer_candle_analysis_seconds",
+        "gauge",
+        "Seconds the last candle's analysis took, all pairs.",
+    )
+    for name, a in analyses:
+        if a["candle_seconds"] is not None:
+            value = float(a["candle_seconds"])
+            yield sample("producer_candle_analysis_seconds", value, producer=name)
+    processes = [(name, p) for name, a in analyses for p in a["processes"]]
+    yield from family(
+        "producer_analysis_process_seconds",
+        "gauge",
+        "The analysis process's time for the last candle.",
+    )
+    for name, p in processes:
+        if p["seconds"] is not None:
+            yield sample(
+                "producer_analysis_process_seconds",
+                float(p["seconds"]),
+                producer=name,
+                process=p["index"],
+            )
+    yield from family(
+        "producer_analysis_process_pairs", "gauge", "Pairs pinned to the process."
+    )
+    for name, p in processes:
+        count = len(p["pairs"])
+        yield sample(
+            "producer_analysis_process_pairs", count, producer=name, process=p["index"]
+        )
+    yield from family(
+        "producer_analysis_process_restarts_total",
+        "counter",
+        "Times the analysis process was replaced after it died.",
+    )
+    for name, p in processes:
+        yield sample(
+            "producer_analysis_process_restarts_total",
+            p["restarts"],
+            producer=name,
+            process=p["index"],
+        )
 
 
 def pair_lines(snapshot: StatusSnapshot) -> Iterator[str]:

@@ -90,6 +90,11 @@ class StoredUpstreamStatus(TypedDict):
     status: contracts.UpstreamStatus
 
 
+class StoredAnalysisStatus(TypedDict):
+    received: str  # ISO 8601, when the hub received the report
+    status: contracts.AnalysisStatus
+
+
 class Producer(KeyHolder, models.Model):
     # The candle sources' registry, plus a FreqTrade bot (relayed, see producers.relay).
     # (mypy's Django plugin cannot read the functional form: hence the ignore.)
@@ -296,6 +301,20 @@ class Producer(KeyHolder, models.Model):
 
     def last_upstream_status(self) -> StoredUpstreamStatus | None:
         return cache.get(self.upstream_status_key)
+
+    @property
+    def analysis_status_key(self) -> str:
+        return f"producer-analysis:{self.name}"
+
+    def record_analysis_status(self, report: contracts.AnalysisStatus) -> None:
+        stored: StoredAnalysisStatus = {
+            "received": timezone.now().isoformat(),
+            "status": report,
+        }
+        cache.set(self.analysis_status_key, stored, timeout=UPSTREAM_STATUS_TTL)
+
+    def last_analysis_status(self) -> StoredAnalysisStatus | None:
+        return cache.get(self.analysis_status_key)
 
     def stream_keys(self) -> list[tuple[str, str, str]]:
         return [(pair, self.timeframe, self.candle_type) for pair in self.pairs]

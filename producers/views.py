@@ -1,4 +1,5 @@
-"""HTTP API for producer workers: their definition, and a relay's upstream status.
+"""HTTP API for producer workers: their definition, and their status (a relay's
+upstream bot, or a producer worker's analysis processes).
 
 Both are authenticated by the producer key. Workers import no ORM and may run on
 another host, so they read what to run here, and a relay reports its FreqTrade bot's
@@ -77,6 +78,14 @@ def producer_status(request: HttpRequest, name: str) -> HttpResponse:
         return producer
     if len(request.body) > STATUS_BODY_LIMIT:
         return error(413, f"the status report is over {STATUS_BODY_LIMIT} bytes")
+    if contracts.is_analysis_status(request.body):
+        try:
+            analysis = contracts.parse_analysis_status(request.body)
+        except contracts.ContractError as exc:
+            return error(400, f"{exc}; send the analysis processes' status")
+        producer.record_analysis_status(analysis)
+        counters.mark_changed()
+        return HttpResponse(status=204)
     try:
         report = contracts.parse_upstream_status(request.body)
     except contracts.ContractError as exc:

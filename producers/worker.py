@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -21,11 +23,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from controlplane.lib import contracts
 from controlplane.lib.backoff import Backoff
-from controlplane.lib.contracts import ProducerDefinition
+from controlplane.lib.contracts import AnalysisProcess, ProducerDefinition
 from controlplane.lib.hubclient import FatalError, call_api, until_reached, wait_or_stop
 from controlplane.lib.wire import publish
 from controlplane.lib.wire.columns import Key, ProtocolError
-from producers.sources import CandleSource, SourceError, build_source
+from producers.analyser import Analysed, AnalyserSpec, PairAnalyser
+from producers.pool import AnalysisPool
+from producers.sources import CandleSource, Clock, SourceError, build_source
 from producers.strategy import IStrategy, StrategyError, load_strategy
 
 logger = logging.getLogger(__name__)
@@ -46,6 +50,7 @@ class WorkerConfig:
     key: str
     message_size_limit: int = 8 << 20
     backoff_initial: float = 1.0
+    workers: int = 1  # analysis processes; 1: in the worker's own process
     backoff_max: float = 60.0
 
     @property
@@ -97,10 +102,55 @@ async def definition_with_retry(
 ### Analysis
 
 
-class Analysis:
-    """The producer's candles and analysed frames, per pair."""
+class InProcess:
+    """The analysis in the worker's own process (``--workers 1``), as a pool's
+    stand-in: one analyser for all pairs, run in a thread."""
 
-    def __init__(self, definition: ProducerDefinition) -> None:
+    def __init__(self, analyser: PairAnalyser) -> None:
+        self.analyser = analyser
+        self.pairs: list[str] = []
+        self.seconds: float | None = None
+
+    def assign(self, pairs: list[str]) -> None:
+        for gone in set(self.analyser.candles) - set(pairs):
+            self.analyser.drop(gone)
+        self.pairs = list(pairs)
+
+    async def run(self, kind: str, batch: dict[str, pd.DataFrame]) -> list[Analysed]:
+        done = await asyncio.to_thread(self.analyser.run, kind, batch)
+        if kind == "advance":
+            self.seconds = done.seconds
+        return done.outcomes
+
+    def status(self) -> list[AnalysisProcess]:
+        return [
+            {
+                "index": 0,
+                "pid": os.getpid(),
+                "pairs": list(self.pairs),
+                "seconds": self.seconds,
+                "restarts": 0,
+                "state": "running",
+            }
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+class Analysis:
+    """The producer's analysed frames per pair, and what computes them.
+
+    The source (and its clock) lives here; the candle windows live with the
+    analyser, in this process or in the pool's processes.
+    """
+
+    def __init__(
+        self,
+        definition: ProducerDefinition,
+        workers: int = 1,
+        clock: Clock = time.time,
+    ) -> None:
         self.definition = definition
         self.timeframe = definition.timeframe
         self.candle_type = definition.candle_type
@@ -112,12 +162,24 @@ class Analysis:
             definition.source_options,
             list(definition.pairs),
             self.candle_type,
+            clock=clock,
         )
-        self.candles: dict[str, pd.DataFrame] = {}
         self.analysed: dict[str, pd.DataFrame] = {}
         self.la: dict[str, datetime] = {}
+        # The newest candle handed to the analyser, per pair.
+        self.last: dict[str, pd.Timestamp] = {}
+        self.tick_seconds: float | None = None
         if definition.resume is not None:
             self._resume(definition.resume)
+        spec = AnalyserSpec(
+            definition.strategy, self.timeframe, self.candle_type, self.history
+        )
+        self.runner: InProcess | AnalysisPool
+        if workers > 1:
+            self.runner = AnalysisPool(spec, workers, self.windows)
+            self.runner.start()
+        else:
+            self.runner = InProcess(PairAnalyser(spec, self.strategy))
 
     def _resume(self, resume: contracts.Resume) -> None:
         # A fast clock restarted from the wall clock would run hours behind the
@@ -140,44 +202,113 @@ class Analysis:
     def keep(self) -> int:
         return self.history + self.strategy.startup_candle_count
 
-    def advance(self, pair: str) -> pd.DataFrame | None:
-        """Fetch closed candles after the last one; return their analysed rows.
+    def windows(self, pairs: list[str]) -> dict[str, pd.DataFrame]:
+        """The pairs' whole candle windows from the source, up to the newest
+        candle already handed to the analyser (as of now for a new pair).
 
-        Only the new rows are taken from the new analysis: rows already published
-        stay as they were sent. Re-analysing a sliding window shifts indicators
-        with memory (EMA, RSI) on older rows, and a republished history must equal
-        what consumers already hold, or they would disagree with every new joiner.
+        A replaced analysis process gets the very window the dead one held, so
+        it computes the rows the dead one would have, bit for bit; candles that
+        closed meanwhile come with the next candle, as for every other pair.
         """
-        candles = self.candles[pair]
-        after = candles["date"].iloc[-1] if len(candles) else pd.Timestamp(0, tz="UTC")
-        new = self.source.candles_after(pair, after)
-        if new.empty:
-            return None
-        merged = pd.concat([candles, new], ignore_index=True)
-        self.candles[pair] = merged.iloc[-self.keep() :].reset_index(drop=True)
-        fresh = self._analyse(pair).iloc[-len(new) :]
-        published = pd.concat([self.analysed[pair], fresh], ignore_index=True)
-        self.analysed[pair] = published.iloc[-self.history :].reset_index(drop=True)
-        return fresh
+        return {pair: self._window(pair) for pair in pairs}
 
-    def load(self, pair: str) -> None:
-        self.candles[pair] = self.source.history(pair, self.keep())
-        frame = self._analyse(pair)
-        self.analysed[pair] = frame.iloc[-self.history :].reset_index(drop=True)
+    def _window(self, pair: str) -> pd.DataFrame:
+        last = self.last.get(pair)
+        if last is None:
+            return self.source.history(pair, self.keep())
+        later = len(self.source.candles_after(pair, last))
+        window = self.source.history(pair, self.keep() + later)
+        window = window[window["date"] <= last]
+        return window.iloc[-self.keep() :].reset_index(drop=True)
 
-    def load_pairs(self, pairs: list[str]) -> None:
+    def new_candles(self) -> dict[str, pd.DataFrame]:
+        """Every pair's closed candles after the last one analysed."""
+        batch = {}
+        for pair in self.pairs:
+            after = self.last.get(pair, pd.Timestamp(0, tz="UTC"))
+            new = self.source.candles_after(pair, after)
+            if not new.empty:
+                batch[pair] = new
+                self.last[pair] = new["date"].iloc[-1]
+        return batch
+
+    async def load_pairs(self, pairs: list[str]) -> None:
+        """Analyse the pairs' windows whole.
+
+        Raises:
+            StrategyError: the strategy failed on one of them.
+        """
+        self.runner.assign(self.pairs)
+        if not pairs:
+            return
+        windows = await asyncio.to_thread(self.windows, pairs)
+        for outcome in await self.runner.run("load", windows):
+            if outcome.error is not None:
+                raise StrategyError(f"{outcome.pair}: {outcome.error}")
+            self._keep_full(outcome)
+
+    def forget(self, pairs: set[str]) -> None:
         for pair in pairs:
-            self.load(pair)
+            del self.analysed[pair], self.la[pair]
+            self.last.pop(pair, None)
+        self.runner.assign(self.pairs)
 
-    def _analyse(self, pair: str) -> pd.DataFrame:
-        metadata = {
-            "pair": pair,
-            "timeframe": self.timeframe,
-            "candle_type": self.candle_type,
-        }
-        frame = self.strategy.analyze(self.candles[pair], metadata)
-        self.la[pair] = datetime.now(UTC)
-        return frame
+    async def advance(self) -> dict[str, pd.DataFrame]:
+        """Analyse every pair's new candles; their new rows, in the pairs' order.
+
+        One pair's failure does not stop the others; it is logged and the pair
+        goes on with the next candle.
+        """
+        started = time.perf_counter()
+        batch = await asyncio.to_thread(self.new_candles)
+        fresh: dict[str, pd.DataFrame] = {}
+        for outcome in await self.runner.run("advance", batch) if batch else []:
+            if outcome.error is not None:
+                logger.error("%s: %s", outcome.pair, outcome.error)
+            elif outcome.full:
+                rows = self._new_rows(outcome)
+                if len(rows):
+                    fresh[outcome.pair] = rows
+            else:
+                assert outcome.rows is not None and outcome.la is not None
+                self._append(outcome.pair, outcome.rows, outcome.la)
+                fresh[outcome.pair] = outcome.rows
+        if batch:
+            self.tick_seconds = time.perf_counter() - started
+        return {pair: fresh[pair] for pair in self.pairs if pair in fresh}
+
+    def _keep_full(self, outcome: Analysed) -> None:
+        assert outcome.rows is not None and outcome.la is not None
+        self.analysed[outcome.pair] = outcome.rows
+        self.la[outcome.pair] = outcome.la
+        if len(outcome.rows):
+            self.last[outcome.pair] = outcome.rows["date"].iloc[-1]
+
+    def _new_rows(self, outcome: Analysed) -> pd.DataFrame:
+        """From a re-analysed window, the rows after those already published: the
+        published ones stay as consumers hold them."""
+        assert outcome.rows is not None and outcome.la is not None
+        pair, rows = outcome.pair, outcome.rows
+        published = self.analysed.get(pair)
+        if published is not None and len(published):
+            newer = rows["date"] > published["date"].iloc[-1]
+            rows = rows[newer].reset_index(drop=True)
+        if len(outcome.rows):
+            self.last[pair] = outcome.rows["date"].iloc[-1]
+        if len(rows):
+            self._append(pair, rows, outcome.la)
+        return rows
+
+    def _append(self, pair: str, rows: pd.DataFrame, la: datetime) -> None:
+        published = pd.concat([self.analysed[pair], rows], ignore_index=True)
+        self.analysed[pair] = published.iloc[-self.history :].reset_index(drop=True)
+        self.la[pair] = la
+
+    def processes(self) -> list[AnalysisProcess]:
+        return self.runner.status()
+
+    def close(self) -> None:
+        self.runner.close()
 
     def full_frame(self, pair: str) -> publish.PublishFrame:
         return publish.publish_frame(
@@ -236,35 +367,43 @@ async def publish_history(publisher: Publisher, analysis: Analysis) -> None:
     )
 
 
-async def tick(publisher: Publisher, analysis: Analysis) -> None:
-    """Analyse every pair's new candles; publish them as one message."""
-    frames = []
-    for pair in analysis.pairs:
-        try:
-            rows = await asyncio.to_thread(analysis.advance, pair)
-        except StrategyError as exc:
-            # One pair's failure must not stop the others; it is retried next tick.
-            logger.error("%s: %s", pair, exc)
-            continue
-        if rows is not None:
-            frames.append(
-                publish.publish_frame(
-                    analysis.key(pair),
-                    rows,
-                    analysis.la[pair],
-                    full=False,
-                    new_candle=True,
-                )
-            )
+async def tick(
+    publisher: Publisher, analysis: Analysis, closed_at: float | None = None
+) -> None:
+    """Analyse every pair's new candles; publish them as one message.
+
+    ``closed_at``: the wall time the candle closed, for the log line.
+
+    One message per candle rather than one per pair as each is analysed: the hub
+    then sends each consumer one message per candle, not one per pair.
+    """
+    fresh = await analysis.advance()
+    frames = [
+        publish.publish_frame(
+            analysis.key(pair),
+            rows,
+            analysis.la[pair],
+            full=False,
+            new_candle=True,
+        )
+        for pair, rows in fresh.items()
+    ]
     if frames:
         await publisher.publish(frames)
         at = frames[0]["columns"].index("date")
         newest = max(frame["rows"][-1][at] for frame in frames)
+        timing = ""
+        if closed_at is not None and analysis.tick_seconds is not None:
+            timing = (
+                f", {time.time() - closed_at:.3f} s after the close "
+                f"(analysis {analysis.tick_seconds:.3f} s)"
+            )
         logger.info(
-            "candle %s closed: published %d of %d pairs",
+            "candle %s closed: published %d of %d pairs%s",
             _minute(newest),
             len(frames),
             len(analysis.pairs),
+            timing,
         )
 
 
@@ -306,10 +445,22 @@ async def sync_definition(
             definition.strategy,
             definition.source,
         )
-        fresh = await asyncio.to_thread(Analysis, definition)
-        await asyncio.to_thread(fresh.load_pairs, fresh.pairs)
+        workers = min(config.workers, max(1, len(definition.pairs)))
+        fresh = await asyncio.to_thread(Analysis, definition, workers)
+        try:
+            await fresh.load_pairs(fresh.pairs)
+        except BaseException:
+            fresh.close()
+            raise
+        logger.info(
+            "analysing %d pairs %s",
+            len(fresh.pairs),
+            f"on {workers} processes" if workers > 1 else "in this process",
+        )
+        if analysis is not None:
+            analysis.close()
         return fresh, True
-    added = [p for p in definition.pairs if p not in analysis.candles]
+    added = [p for p in definition.pairs if p not in analysis.analysed]
     logger.info(
         "producer %s: pairs changed (%d now, %d new)",
         definition.name,
@@ -317,9 +468,8 @@ async def sync_definition(
         len(added),
     )
     analysis.definition = definition
-    for gone in set(analysis.candles) - set(definition.pairs):
-        del analysis.candles[gone], analysis.analysed[gone], analysis.la[gone]
-    await asyncio.to_thread(analysis.load_pairs, added)
+    analysis.forget(set(analysis.analysed) - set(definition.pairs))
+    await analysis.load_pairs(added)
     return analysis, True
 
 
@@ -362,14 +512,20 @@ async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
         raise FatalError(str(exc)) from exc
     if analysis is None:
         return 0
-    async for ws in hub_connections(config, stop):
-        try:
-            analysis = await serve(ws, config, analysis, stop)
-        except (ConnectionClosed, ConnectionError, TimeoutError) as exc:
-            log_lost_hub(exc)
-            continue
-        await ws.close(1001, "producer worker stopping")
-        break
+    reporter = StatusReporter(config)
+    running = Running(analysis)
+    try:
+        async for ws in hub_connections(config, stop):
+            try:
+                await serve(ws, config, running, stop, reporter)
+            except (ConnectionClosed, ConnectionError, TimeoutError) as exc:
+                log_lost_hub(exc)
+                continue
+            await ws.close(1001, "producer worker stopping")
+            break
+    finally:
+        await reporter.close()
+        running.analysis.close()
     logger.info("producer worker %s stopped", config.name)
     return 0
 
@@ -466,21 +622,78 @@ async def wait_while_open(
     return False
 
 
+@dataclass
+class Running:
+    """The analysis in use: a refresh may replace it while a connection serves."""
+
+    analysis: Analysis
+
+
 async def serve(
-    ws, config: WorkerConfig, analysis: Analysis, stop: asyncio.Event
-) -> Analysis:
+    ws,
+    config: WorkerConfig,
+    running: Running,
+    stop: asyncio.Event,
+    reporter: StatusReporter,
+) -> None:
     publisher = Publisher(ws)
-    await publish_history(publisher, analysis)
+    await publish_history(publisher, running.analysis)
+    reporter.report(running.analysis)
     refreshed = asyncio.get_running_loop().time()
     while not stop.is_set():
         # A little past the close, so the source's clock has surely passed it.
-        wait = analysis.source.seconds_until_next_close() + 0.02
+        wait = running.analysis.source.seconds_until_next_close() + 0.02
+        closes = wait <= CONFIG_REFRESH_SECONDS
+        closed_at = time.time() + wait - 0.02 if closes else None
         if await wait_while_open(ws, stop, min(wait, CONFIG_REFRESH_SECONDS)):
             break
-        await tick(publisher, analysis)
+        await tick(publisher, running.analysis, closed_at)
+        reporter.report(running.analysis)
         if asyncio.get_running_loop().time() - refreshed >= CONFIG_REFRESH_SECONDS:
             refreshed = asyncio.get_running_loop().time()
-            analysis, changed = await refresh(config, analysis, stop)
+            running.analysis, changed = await refresh(config, running.analysis, stop)
             if changed:
-                await publish_history(publisher, analysis)
-    return analysis
+                await publish_history(publisher, running.analysis)
+
+
+class StatusReporter:
+    """POSTs the analysis processes' state to the hub after each candle, in the
+    background so that no publish waits for it; one report in flight at most."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.task: asyncio.Task | None = None
+        self.failing = False
+
+    def report(self, analysis: Analysis) -> None:
+        if self.task is not None and not self.task.done():
+            return  # the hub is slow: the next candle's report says it all
+        status: contracts.AnalysisStatus = {
+            "workers": len(analysis.processes()),
+            "candle_seconds": analysis.tick_seconds,
+            "processes": analysis.processes(),
+        }
+        self.task = asyncio.create_task(self._send(json.dumps(status).encode()))
+
+    async def _send(self, body: bytes) -> None:
+        try:
+            await asyncio.to_thread(
+                call_api,
+                self.config.status_url,
+                self.config.key,
+                body,
+                who="the hub",
+                key_name="producer key",
+            )
+        except (OSError, FatalError) as exc:
+            if not self.failing:
+                logger.warning("cannot report the analysis processes: %s", exc)
+            self.failing = True
+        else:
+            if self.failing:
+                logger.info("the hub takes the analysis processes' reports again")
+            self.failing = False
+
+    async def close(self) -> None:
+        if self.task is not None:
+            await asyncio.wait({self.task}, timeout=2)

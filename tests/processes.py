@@ -182,11 +182,14 @@ class Stack:
         hub: int | None = None,
         history: bool = False,
         env: dict | None = None,
+        workers: int | None = None,
     ) -> subprocess.Popen:
         """``runproducer producer`` with ``key``, publishing to ``hub`` (a port);
-        ``history``: return once it published its history."""
+        ``history``: return once it published its history; ``workers``: its
+        analysis processes (the command's default: one per core)."""
         env = self._worker(env or {}, "PRODUCER", name, key, hub)
-        process = self.start(name, "runproducer", producer, env=env)
+        args = ["--workers", str(workers)] if workers else []
+        process = self.start(name, "runproducer", producer, *args, env=env)
         if history:
             self.wait_log(name, "rows of history")
         return process

@@ -13,6 +13,7 @@ ValueError) whose message names the field.
 | ConsumerStatus | POST CONSUMER_STATUS | consumers.worker | consumers.views |
 | ProducerDefinition | GET PRODUCER_CONFIG | producers.models | producers.worker |
 | UpstreamStatus | POST PRODUCER_STATUS | producers.relay | producers.views |
+| AnalysisStatus | POST PRODUCER_STATUS | producers.worker | producers.views |
 
 Pure module: no Django.
 """
@@ -534,6 +535,84 @@ def _standby_fields(report: dict[str, Any]) -> dict[str, Any]:
         "switched_at": report["switched_at"],
         "other": other,
     }
+
+
+class AnalysisProcess(TypedDict):
+    """One of a producer worker's analysis processes (``--workers``)."""
+
+    index: int
+    pid: int | None  # None while it is dead (it is replaced at the next candle)
+    pairs: list[str]  # pinned to it
+    seconds: float | None  # its analysis time for the last candle
+    restarts: int  # since the worker started
+    state: str  # running | dead
+
+
+class AnalysisStatus(TypedDict):
+    """What a producer worker (not a relay) reports after each candle."""
+
+    workers: int  # analysis processes; 1: in the worker's own process
+    candle_seconds: float | None  # the last candle's analysis, all pairs (wall)
+    processes: list[AnalysisProcess]
+
+
+def is_analysis_status(body: bytes) -> bool:
+    """Whether a PRODUCER_STATUS body is a producer worker's, not a relay's."""
+    try:
+        return isinstance(report := json.loads(body), dict) and "processes" in report
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def parse_analysis_status(body: bytes) -> AnalysisStatus:
+    """A producer worker's report on its analysis processes, checked."""
+    report = _object(_json(body), "the body")
+    workers = report.get("workers")
+    if not isinstance(workers, int) or not _is_count(workers) or workers < 1:
+        raise ContractError("'workers' must be a count of at least 1")
+    processes = report.get("processes")
+    if not isinstance(processes, list):
+        raise ContractError("'processes' must be a list")
+    return {
+        "workers": workers,
+        "candle_seconds": _seconds(report, "candle_seconds", "the body"),
+        "processes": [
+            _analysis_process(raw, f"processes[{n}]") for n, raw in enumerate(processes)
+        ],
+    }
+
+
+def _analysis_process(raw: object, where: str) -> AnalysisProcess:
+    fields = _object(raw, where)
+    for name in ("index", "restarts"):
+        if not _is_count(fields.get(name)):
+            raise ContractError(f"{where}.{name} must be a count")
+    pid = fields.get("pid")
+    if pid is not None and not _is_count(pid):
+        raise ContractError(f"{where}.pid must be a process id or null")
+    pairs = fields.get("pairs")
+    if not isinstance(pairs, list) or not all(isinstance(p, str) for p in pairs):
+        raise ContractError(f"{where}.pairs must be a list of pairs")
+    state = fields.get("state")
+    if state not in ("running", "dead"):
+        raise ContractError(f'{where}.state must be "running" or "dead"')
+    return {
+        "index": fields["index"],
+        "pid": pid,
+        "pairs": pairs,
+        "seconds": _seconds(fields, "seconds", where),
+        "restarts": fields["restarts"],
+        "state": state,
+    }
+
+
+def _seconds(fields: dict[str, Any], name: str, where: str) -> float | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ContractError(f"{where}.{name} must be seconds (>= 0) or null")
+    return float(value)
 
 
 ### Checks
