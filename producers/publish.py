@@ -120,6 +120,7 @@ class PublishSocket(AsyncWebsocketConsumer):
             logger.warning(
                 "publish: %s sent a bad message: %s", self.producer.name, exc
             )
+            counters.publish_rejected(self.producer.name, str(exc))
             await self.send(publish.error_message(seq, str(exc)))
             return
         except (SnapshotStoreUnavailable, ValueError) as exc:
@@ -271,6 +272,14 @@ async def store_frame(
     # older rows changed (a restarted producer re-analysed them) goes out from its
     # first changed row, so that connected consumers end equal to the hub.
     fresh = changed if frame["full"] else len(rows)
+    if frame["full"]:
+        logger.debug(
+            "publish: %s's history of %s (%d rows): its newest %d go to subscribers",
+            producer.name,
+            pair,
+            len(rows),
+            fresh,
+        )
     if not fresh:
         return None
     snapshot = await store.tail(key, fresh)

@@ -137,7 +137,17 @@ def test_it_relays_a_freqtrade_bot_through_a_restart(stack, tmp_path):
     expected = {pair: pd.read_parquet(final / file_name(pair)) for pair in PAIRS}
     dtypes = json.loads((final / "dtypes.json").read_text())
     compare(ft_out, expected, dtypes, freqtrade=True, after=stopped_at)
-    compare(our_out / "default", expected, dtypes, freqtrade=False, after=stopped_at)
+    # Should our consumer's history be cut, its whole frames say which one did it.
+    log = stack.log("consumer").splitlines()
+    replaced = "\n".join([line for line in log if "replaced by" in line][-12:])
+    try:
+        compare(
+            our_out / "default", expected, dtypes, freqtrade=False, after=stopped_at
+        )
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\nour consumer's whole frames:\n{replaced}"
+        ) from exc
 
 
 def compare(

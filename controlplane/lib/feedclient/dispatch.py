@@ -156,6 +156,17 @@ class Dispatch:
             self.requests.queue(result)
             return
         self.requests.answered(pair)
+        if result is not None and result.replaced:
+            # A whole frame drops every row held before: worth a line when a
+            # consumer's history is shorter than expected.
+            logger.debug(
+                "%s: %s replaced by a whole frame of %d rows, %s to %s",
+                self.name,
+                pair,
+                len(data["df"]),
+                result.first,
+                result.last,
+            )
         self.progress.loaded(pair, 0 if result is None else result.rows)
         if result is not None and self.on_stored is not None:
             self.on_stored(self.name, result)
