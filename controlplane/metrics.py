@@ -23,6 +23,7 @@ PRODUCER_COUNTERS = [
     ("reply_bytes", "bytes of replies sent to feed subscribers' requests"),
     ("dropped", "broadcasts lost before reaching a feed socket (layer overflow)"),
     ("oversize", "replies refused for the message size limit"),
+    ("rejected", "publish messages the hub refused (malformed, or a rewound history)"),
 ]
 PRODUCER_STATES = ("online", "late", "offline", "disabled")
 CONSUMER_STATES = ("online", "offline", "never", "disabled")

@@ -78,6 +78,8 @@ def problems(producers: list[ProducerRow], consumers: list[ConsumerRow]) -> list
     for p in producers:
         if p["state"] not in ("online", "disabled"):
             lines.append(f"Producer {p['name']} is {p['state']}: {p['reason']}")
+        if p["rejection"]:
+            lines.append(f"Producer {p['name']}: {p['rejection']}")
         stale = [r for r in p["pairs"] if r["state"] == "stale"]
         if stale and p["state"] == "online":
             lines.append(

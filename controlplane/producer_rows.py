@@ -17,6 +17,8 @@ from producers.models import Producer
 # A producer is late, and a pair stale, after two candle intervals without a candle;
 # never sooner than this, so a fast demo clock does not flicker.
 MIN_LATE_SECONDS = 15.0
+# A publish message the hub refused stays on the producer's card this long.
+REJECTION_SHOWN_SECONDS = 600.0
 
 
 class PairRow(TypedDict):
@@ -85,6 +87,7 @@ class ProducerRow(TypedDict):
     subscribers: list[SubscriberRow]
     upstream: UpstreamRow | None  # a relay's FreqTrade bot; None otherwise
     analysis: AnalysisRow | None  # the worker's analysis processes; None: no report
+    rejection: str  # the newest refused publish message, in words; "" if none recent
 
 
 def candle_interval(producer: Producer) -> float:
@@ -138,7 +141,21 @@ def producer_row(
         "subscribers": subscriber_rows(doc, owners),
         "upstream": upstream,
         "analysis": analysis_row(producer),
+        "rejection": rejection_words(doc, now),
     }
+
+
+def rejection_words(doc: counterdocs.ProducerDoc, now: float) -> str:
+    """Why the hub refused the producer's newest rejected publish, if recent."""
+    rejection = doc.get("last_rejection")
+    if rejection is None or now - rejection["at"] > REJECTION_SHOWN_SECONDS:
+        return ""
+    recent = doc["minute"].get("rejected", 0)
+    count = f"{recent} in the last minute, " if recent > 1 else ""
+    return (
+        f"the hub refused its worker's publish ({count}last "
+        f"{duration(now - rejection['at'])} ago): {rejection['text']}"
+    )
 
 
 def analysis_row(producer: Producer) -> AnalysisRow | None:

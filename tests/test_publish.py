@@ -1,4 +1,5 @@
-"""The publish socket's producer key: a key that ends closes its socket at once."""
+"""The publish socket: a key that ends closes its socket at once; a message the hub
+refuses is answered, and shown on the status page and in /metrics."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 from django.utils import timezone
 
+from controlplane import metrics
+from controlplane.overview import build_status_snapshot
 from producers.models import Producer, ProducerKey
 from tests.feeds import analysed_frame, frame, publish, publisher
+from tests.statuskit import fresh_counters
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -136,3 +140,27 @@ async def test_it_logs_the_close_with_the_key_prefix_only(
         for line in lines
     ), lines
     assert not any(producer_key in line for line in caplog.messages)
+
+
+async def test_a_rewound_history_is_refused_and_shown_on_the_status_page(
+    producer, producer_key
+):
+    await sync_to_async(fresh_counters)()
+    socket, _ = await publisher(producer_key)
+    df = analysed_frame(rows=300)
+    assert (await publish(socket, [frame("BTC/USDT", df, full=True)]))["type"] == "ack"
+    # A restarted worker whose clock was reset: its history ends 100 candles earlier.
+    rewound = frame("BTC/USDT", df.iloc[:200], full=True)
+    reply = await publish(socket, [rewound], seq=2)
+    assert reply["type"] == "error" and "cannot go back in time" in reply["data"]
+    snapshot = await sync_to_async(build_status_snapshot)()
+    row = next(p for p in snapshot["producers"] if p["name"] == "alpha")
+    assert row["rejection"].startswith("the hub refused its worker's publish (last ")
+    assert "before the 2026-11-02T00:55:00+00:00 candle" in row["rejection"]
+    assert f"Producer alpha: {row['rejection']}" in snapshot["problems"]
+    assert row["totals"]["rejected"] == 1
+    text = metrics.render(snapshot)
+    assert 'candlecast_producer_rejected_total{producer="alpha"} 1' in text
+    # The published rows are kept and still served.
+    assert row["pairs"][0]["rows"] == 300
+    await socket.disconnect()

@@ -22,6 +22,7 @@ COUNTERS = (
     "reply_bytes",
     "dropped",  # broadcasts a feed socket never received (layer overflow)
     "oversize",  # replies refused for the message size limit
+    "rejected",  # publish messages the hub refused (malformed, rewound, ...)
 )
 REFUSALS = ("throttled", "credentials", "disabled")
 
@@ -41,6 +42,11 @@ class SocketDoc(TypedDict):
     token_id: int | None
 
 
+class RejectionDoc(TypedDict):
+    at: float  # when the hub refused the publish message, epoch seconds
+    text: str  # why, in the words sent back to the producer worker
+
+
 class ProducerDoc(TypedDict):
     totals: dict[str, int]  # since each hub process started
     minute: dict[str, int]  # within the last WINDOW_SECONDS
@@ -50,6 +56,7 @@ class ProducerDoc(TypedDict):
     subscribers: list[SocketDoc]  # connected feed sockets
     last_publish: float | None
     departures: dict[str, float]  # token id -> when its last feed socket closed
+    last_rejection: RejectionDoc | None  # the newest refused publish message
 
 
 class HubState(TypedDict):
@@ -81,6 +88,7 @@ def empty_producer() -> ProducerDoc:
         "subscribers": [],
         "last_publish": None,
         "departures": {},
+        "last_rejection": None,
     }
 
 
@@ -115,3 +123,6 @@ def _merge_producer(into: ProducerDoc, part: ProducerDoc) -> None:
         into["last_publish"] = max(into["last_publish"] or 0, part["last_publish"])
     for token, left in part["departures"].items():
         into["departures"][token] = max(into["departures"].get(token, 0), left)
+    rejection, newest = part.get("last_rejection"), into["last_rejection"]
+    if rejection is not None and (newest is None or rejection["at"] > newest["at"]):
+        into["last_rejection"] = rejection

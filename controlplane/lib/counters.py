@@ -32,6 +32,7 @@ from controlplane.lib.counterdocs import (
     PairUpdate,
     ProcessDoc,
     ProducerDoc,
+    RejectionDoc,
     SocketDoc,
     merge,
 )
@@ -64,13 +65,14 @@ class Meter:
         # One attribute per name in COUNTERS, added to on the sockets' hot paths.
         self.publishes = self.frames = self.candles = self.bytes_in = 0
         self.deliveries = self.bytes_out = self.replies = self.reply_bytes = 0
-        self.dropped = self.oversize = 0
+        self.dropped = self.oversize = self.rejected = 0
         self.pairs: dict[str, PairDoc] = {}
         self.ticks: deque[list[float]] = deque(maxlen=TICKS_KEPT)
         self.publishers: dict[str, SocketDoc] = {}
         self.subscribers: dict[str, SocketDoc] = {}
         self.last_publish: float | None = None
         self.departures: dict[str, float] = {}
+        self.last_rejection: RejectionDoc | None = None
         self.samples: deque[tuple[float, tuple[int, ...]]] = deque()
 
     def totals(self) -> tuple[int, ...]:
@@ -98,6 +100,7 @@ class Meter:
             "subscribers": [doc.copy() for doc in self.subscribers.values()],
             "last_publish": self.last_publish,
             "departures": dict(self.departures),
+            "last_rejection": self.last_rejection,
         }
 
 
@@ -268,6 +271,15 @@ def published(
             }
         if updates:
             meter.ticks.append([now, max(update.last for update in updates)])
+    mark_changed()
+
+
+def publish_rejected(producer: str, text: str) -> None:
+    """The hub refused one of the producer's publish messages, for ``text``."""
+    with counters.lock:
+        meter = counters.meter(producer)
+        meter.rejected += 1
+        meter.last_rejection = {"at": time.time(), "text": text}
     mark_changed()
 
 
