@@ -295,6 +295,26 @@ async def test_it_resends_an_unanswered_request_after_a_reconnect():
         await eventually(lambda: not client.store.outstanding())
 
 
+async def test_it_asks_for_the_history_of_pairs_listed_after_an_empty_whitelist():
+    """A producer with no pairs yet answers the opening with ``[]``: the pairs it
+    lists later were never asked for, so their first 1-row broadcast must not be
+    taken for their whole history (the relay's consumers once kept 45 of 346 rows)."""
+    async with FakeProducer() as fake:
+        fake.whitelist = []
+        async with following(fake.follow(), fast()) as client:
+            await eventually(lambda: fake.links and len(fake.link.requests) == 3)
+            fake.whitelist = list(PAIRS)
+            await fake.link.ws.send(freqtrade.whitelist_message(PAIRS))
+            for pair in PAIRS:
+                df = fake.frames[pair]
+                await fake.link.ws.send(frame_message(pair, df.tail(1), len(df) - 1))
+            await eventually(lambda: loaded(client))
+            for pair in PAIRS:
+                assert len(stored(client, pair)) == 200
+            asked = [r["data"] for r in fake.link.requests[3:]]
+            assert asked == [{"limit": 1500, "pair": pair} for pair in PAIRS]
+
+
 ### Reconnects
 
 

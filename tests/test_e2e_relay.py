@@ -167,9 +167,10 @@ def compare(
             held = json.loads((out / "dtypes.json").read_text())[pair]
         upstream_frame = expected[pair]
         assert list(mine.columns) == list(upstream_frame.columns)
-        # Frames span the restart, and the candles missed while it was down
-        # were filled: no hole anywhere.
-        assert mine["date"].iloc[0] < after < mine["date"].iloc[-1]
+        # Frames hold the whole history (under initial_candle_limit), span the
+        # restart, and the candles missed while it was down were filled: no hole.
+        assert mine["date"].iloc[0] == START, f"{pair}: the older history was lost"
+        assert after < mine["date"].iloc[-1]
         assert mine["date"].diff().dropna().eq(STEP).all(), f"a hole in {pair}"
         want = dict(dtypes[pair])
         if freqtrade:

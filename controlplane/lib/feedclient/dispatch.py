@@ -88,6 +88,16 @@ class Dispatch:
                 f"dropped a message of unknown type {kind!r}; "
                 "nothing to do unless the producer misbehaves otherwise",
             )
+        elif kind == "whitelist" and data == [] and not self.requests.listed:
+            # The answer to our opening: the producer has no pairs yet, so our
+            # request for every pair's history is answered with nothing. Pairs it
+            # lists later were never asked for: their first broadcast asks (see
+            # _unasked_first). A later empty whitelist is dropped, as FreqTrade does.
+            logger.info(
+                "%s: the producer lists no pairs yet; waiting for its whitelist",
+                self.name,
+            )
+            self.requests.expect_opening_reply([])
         elif kind in ("whitelist", "analyzed_df", "exception") and not data:
             self.drop(
                 "empty",

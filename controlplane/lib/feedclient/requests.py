@@ -81,6 +81,12 @@ class Requests:
         for pair in pairs:
             self._in_flight.setdefault(pair, sent)
 
+    @property
+    def listed(self) -> bool:
+        """This link's first whitelist arrived (our opening request is answered
+        for exactly its pairs)."""
+        return self._listed
+
     def asked(self, pair: str) -> bool:
         return pair in self._in_flight
 
