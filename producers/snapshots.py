@@ -134,7 +134,9 @@ class SnapshotStore(ABC):
         )
         if found is None or not rows:
             return min(1, len(rows))
-        changed = len(rows) - _unchanged_prefix(found[0], columns, packed, dates)
+        held = found[0]
+        trimmed = len(held.rows) >= self.max_rows  # it dropped older rows
+        changed = len(rows) - _unchanged_prefix(held, columns, packed, dates, trimmed)
         return max(1, changed) if changed < FULL_FRAME_ROWS else len(rows)
 
     async def upsert(
@@ -282,15 +284,23 @@ def _check_rows(
 
 
 def _unchanged_prefix(
-    held: Snapshot, columns: list[str], packed: list[bytes], dates: list[int]
+    held: Snapshot,
+    columns: list[str],
+    packed: list[bytes],
+    dates: list[int],
+    trimmed: bool,
 ) -> int:
     """How many of the new rows subscribers of ``held`` already hold, unchanged:
-    those older than its first row (it no longer has them), then equal rows."""
+    those older than its first row when the store trimmed them (``trimmed``: the
+    subscribers got them before), then equal rows. Older rows the store never held
+    (a relay whose bot first sent one candle, then its history) are new to them."""
     if held.columns != columns or not held.packed:
         return 0
     at = columns.index("date")
     first = orjson.loads(held.rows[0])[at]
     start = bisect.bisect_left(dates, first)
+    if start and not trimmed:
+        return 0
     same = set(held.packed)
     for index in range(start, len(packed)):
         if packed[index] not in same:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -190,3 +193,122 @@ def compare(
             rtol=0,
             atol=1e-10,
         )
+
+
+STANDBY_SETUP = """
+import json
+from consumers.models import Consumer, Follow
+from producers.models import FeedToken, Producer
+producer = Producer(
+    name="relayed", source="freqtrade", timeframe="5m", candle_type="spot",
+    pairs=[], upstream_host="127.0.0.1", upstream_port={primary},
+    standby_host="127.0.0.1", standby_port={standby}, failover_seconds=3,
+)
+producer.set_upstream_token({token!r})
+producer.set_standby_token({token!r})
+producer.full_clean()
+producer.save()
+consumer = Consumer.objects.create(name="follower", sleep_time=1)
+Follow.objects.create(consumer=consumer, name="default", producer=producer)
+print(json.dumps({{
+    "producer_key": producer.issue_key(),
+    "consumer_key": consumer.issue_key(),
+    "feed_token": FeedToken.issue(producer, "FreqTrade consumer")[1],
+}}))
+"""
+# How far ahead of the hub's newest candle the primary restarts: more candles than
+# seconds its start takes (the standby adds one a second meanwhile).
+AHEAD = 40
+STATUS_TOKEN = "status-token-for-the-standby-test"
+
+
+def relay_metrics(stack: Stack) -> tuple[str, ...]:
+    """relay_switches_total and relay_following_standby, as /metrics says them."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.port}/metrics",
+        headers={"Authorization": f"Bearer {STATUS_TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    found = dict(
+        re.findall(r'^candlecast_(relay_\w+)\{producer="relayed"\} (\S+)$', text, re.M)
+    )
+    return tuple(
+        found.get(f"relay_{n}", "") for n in ("switches_total", "following_standby")
+    )
+
+
+def test_it_fails_over_to_a_standby_freqtrade_bot_and_back(stack, tmp_path):
+    """kill -9 of the primary bot: the relay follows the standby within the
+    failover time, and goes back once the primary returns; both consumers end
+    with every candle, from the first, as the bots produced them."""
+    stack.env["LOG_LEVEL"] = "DEBUG"  # the consumer strategy's per-pair lines
+    stack.env["CANDLECAST_STATUS_TOKEN"] = STATUS_TOKEN
+    primary, standby = free_port(), free_port()
+    final = tmp_path / "primary2"
+    ft_out, our_out = tmp_path / "ft", tmp_path / "ours"
+    secrets = stack.setup(
+        STANDBY_SETUP.format(primary=primary, standby=standby, token=UPSTREAM_TOKEN)
+    )
+    upstream(stack, "primary", primary, ROWS, tmp_path / "primary")
+    upstream(stack, "standby", standby, ROWS, tmp_path / "standby")
+    stack.hub()
+    stack.producer("relayed", secrets["producer_key"], name="relay")
+    stack.consumer("follower", secrets["consumer_key"], dump=our_out)
+    stack.freqtrade_consumer(
+        "ft-consumer",
+        secrets["feed_token"],
+        timeframe="5m",
+        expect_pairs=len(PAIRS),
+        min_rows=ROWS + 60,
+        wait_new_candle=True,
+        timeout=240,
+        sleep_time=1,
+        out=ft_out,
+    )
+    stack.wait_log("consumer", "all 3 pairs loaded", 90)
+    stack.wait_until(
+        "both consumers connected to the hub",
+        lambda: stack.log("hub").count("connected to relayed with token") >= 2,
+        60,
+    )
+    killed = time.monotonic()
+    stack.stop("primary", sig=signal.SIGKILL)
+    stack.wait_log("relay", "following the standby bot", 60)
+    to_standby = time.monotonic() - killed
+    # The primary comes back ahead of the standby (which runs on meanwhile, at the
+    # same pace): the relay goes back once it holds the standby's newest candle.
+    hub = stack.hub_frames(secrets["feed_token"], len(PAIRS))
+    newest = max(frame["date"].iloc[-1] for frame in hub.values())
+    restart_rows = int((newest - START) / STEP) + 1 + AHEAD
+    upstream(stack, "primary2", primary, restart_rows, final)
+    returned = time.monotonic()
+    stack.wait_log("relay", "following the primary bot", 90)
+    to_primary = time.monotonic() - returned
+    back_at = START + (restart_rows - 1) * STEP
+    assert stack.wait_exit("ft-consumer", 240) == 0
+    stack.wait_until(
+        "our consumer ran on the returned primary's candles",
+        lambda: (
+            len(runs(stack.log("consumer"))) == len(PAIRS)
+            and min(runs(stack.log("consumer")).values()) > back_at
+        ),
+        90,
+    )
+    stack.wait_until(  # the relay reports every 5 s
+        "/metrics says the relay is back on the primary after 2 switches",
+        lambda: relay_metrics(stack) == ("2", "0"),
+        30,
+    )
+    assert stack.stop("consumer") == 0
+    assert stack.stop("primary2", timeout=30) == 0
+    assert stack.stop("standby", timeout=30) == 0
+    expected = {pair: pd.read_parquet(final / file_name(pair)) for pair in PAIRS}
+    dtypes = json.loads((final / "dtypes.json").read_text())
+    compare(ft_out, expected, dtypes, freqtrade=True, after=newest)
+    compare(our_out / "default", expected, dtypes, freqtrade=False, after=back_at)
+    print(
+        f"standby failover: primary killed -> relay on the standby in "
+        f"{to_standby:.1f} s (failover_seconds 3); primary back -> relay on it in "
+        f"{to_primary:.1f} s; both consumers hold every candle from {START:%Y-%m-%d}"
+    )

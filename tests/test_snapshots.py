@@ -360,6 +360,19 @@ async def test_it_says_which_rows_of_a_republished_history_changed(store):
     assert await store.republish(KEY, COLUMNS, json_rows, packed, dates, LA) == 5
 
 
+async def test_it_sends_older_rows_it_never_held_with_a_republished_history(store):
+    """A relay's bot sent one candle before its history: the hub held that one
+    row, so its subscribers hold nothing older and must get the whole history."""
+    await store.replace(KEY, COLUMNS, *make_rows(*candles(7, 1)), LA)
+    assert await store.republish(KEY, COLUMNS, *make_rows(*candles(0, 8)), LA) == 8
+
+
+async def test_it_counts_older_rows_it_trimmed_as_held_by_subscribers():
+    store = MemoryStore(max_rows=4)
+    await store.replace(KEY, COLUMNS, *make_rows(*candles(0, 9)), LA)  # keeps 5-8
+    assert await store.republish(KEY, COLUMNS, *make_rows(*candles(0, 9)), LA) == 1
+
+
 async def test_it_sends_a_whole_republished_history_when_much_changed():
     """A broadcast of 100 rows or more replaces a consumer's frame: send all rows."""
     store = MemoryStore(max_rows=300)
