@@ -2,19 +2,22 @@
 
 Run from the repository root: ``python benchmarks/bench_throttle.py [--bad 2000]
 [--concurrency 20] [--legit 200] [--interval 0.05]
-[--kinds fresh,repeated,malformed]``. It starts a real hub (``runhub``, embedded
-default: SQLite, in-memory layer) with one producer and one valid feed token, then,
-for each kind of bad token, floods the feed from loopback with ``--bad`` refused
-handshakes at full rate (a separate process, so the flood's client CPU is not the
-hub's) while this process opens and closes a legitimate feed socket every
-``--interval`` s for as long as the flood lasts. Kinds: ``fresh`` (a new
+[--kinds fresh,repeated,malformed] [--before REF]``. It starts a real hub
+(``runhub``, embedded default: SQLite, in-memory layer) with one producer and one
+valid feed token, then, for each kind of bad token, floods the feed from loopback
+with ``--bad`` refused handshakes at full rate (a separate process, so the flood's
+client CPU is not the hub's) while this process opens and closes a legitimate feed
+socket every ``--interval`` s for as long as the flood lasts. Kinds: ``fresh`` (a new
 well-formed random ``ccf_`` token each time, the worst case: each needs its
 database lookup), ``repeated`` (one wrong token over and over) and ``malformed``
 (not a candlecast token at all).
 
 It prints the hub's CPU (utime + stime from /proc/PID/stat) per bad handshake, and
 the legitimate handshake's latency (p50, p99) without a flood and under each kind,
-side by side. Figures, not a test.
+side by side. With ``--before REF`` (a commit, e.g. ``main``) it also starts REF's
+hub, from a ``git archive`` of it in a temporary folder, and runs every phase on
+REF's hub and then on this tree's, alternately, so both tables come from one run on
+the same machine load. Figures, not a test.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
@@ -196,16 +200,64 @@ def report(phases: list[Phase], legit_cpu: float, args: argparse.Namespace) -> N
         )
 
 
-async def bench(args: argparse.Namespace, stack: Stack) -> None:
+@dataclass
+class Hub:
+    tree: str  # "this tree", or the --before commit
+    url: str
+    token: str
+    pid: int
+    legit_cpu: float = 0.0
+    phases: list[Phase] = field(default_factory=list)
+
+
+def start_hub(tree: str, stack: Stack) -> Hub:
     token = stack.setup(SETUP)["token"]
-    hub = stack.hub().pid
-    url = stack.feed_url
-    first, legit_cpu = await baseline(url, token, args.legit, hub)
-    phases = [first]
+    return Hub(tree, stack.feed_url, token, stack.hub().pid)
+
+
+async def bench(args: argparse.Namespace, stacks: dict[str, Stack]) -> None:
+    hubs = [start_hub(tree, stack) for tree, stack in stacks.items()]
+    for hub in hubs:
+        first, hub.legit_cpu = await baseline(hub.url, hub.token, args.legit, hub.pid)
+        hub.phases.append(first)
     for kind in args.kinds:
-        phases.append(await under_flood(url, token, kind, args, hub, legit_cpu))
-        await asyncio.sleep(1)  # let the hub settle between kinds
-    report(phases, legit_cpu, args)
+        for hub in hubs:
+            hub.phases.append(
+                await under_flood(
+                    hub.url, hub.token, kind, args, hub.pid, hub.legit_cpu
+                )
+            )
+            await asyncio.sleep(1)  # let the hubs settle between floods
+    for hub in hubs:
+        print(f"\n== {hub.tree}")
+        report(hub.phases, hub.legit_cpu, args)
+    if len(hubs) == 2:
+        compare(*hubs)
+
+
+def compare(before: Hub, after: Hub) -> None:
+    """Each phase's figures, REF's beside this tree's, with the ratio."""
+    print(f"\n== {before.tree} -> {after.tree} (ratio: before / after)")
+    header = (
+        f"{'phase':<18}{'hub CPU/bad ms':>24}{'legit p50 ms':>24}{'legit p99 ms':>24}"
+    )
+    print(header)
+    print("-" * len(header))
+
+    def cell(old: float | None, new: float | None) -> str:
+        if old is None or new is None:
+            return f"{'-':>24}"
+        ratio = f"{old / new:.1f}x" if new > 0 else "-"
+        return f"{f'{old:.2f} -> {new:.2f} ({ratio})':>24}"
+
+    for old, new in zip(before.phases, after.phases, strict=True):
+        cpu = [
+            p.cpu_per_bad * 1e3 if p.cpu_per_bad is not None else None
+            for p in (old, new)
+        ]
+        p50 = [percentile(p.latencies, 0.5) * 1e3 for p in (old, new)]
+        p99 = [percentile(p.latencies, 0.99) * 1e3 for p in (old, new)]
+        print(f"{old.name:<18}{cell(*cpu)}{cell(*p50)}{cell(*p99)}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -215,6 +267,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--legit", type=int, default=200)
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--kinds", default=",".join(KINDS), type=lambda v: v.split(","))
+    parser.add_argument(
+        "--before",
+        metavar="REF",
+        help="also run REF's hub (a git commit), phase by phase beside this tree's",
+    )
     parser.add_argument("--flood", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -232,12 +289,31 @@ def main() -> int:
     os.environ.pop("REDIS_URL", None)  # the embedded default
     os.environ.pop("DATABASE_URL", None)
     with tempfile.TemporaryDirectory(prefix="bench-throttle-") as folder:
-        stack = Stack(Path(folder))
+        stacks = {}
+        for name in ("before", "after"):
+            (Path(folder) / name).mkdir()
+        if args.before:
+            stacks[args.before] = Stack(
+                Path(folder) / "before", root=extract(args.before, Path(folder))
+            )
+        stacks["this tree"] = Stack(Path(folder) / "after")
         try:
-            asyncio.run(bench(args, stack))
+            asyncio.run(bench(args, stacks))
         finally:
-            stack.close()
+            for stack in stacks.values():
+                stack.close()
     return 0
+
+
+def extract(ref: str, folder: Path) -> Path:
+    """A copy of commit ``ref``'s files (git archive), for its hub to run from."""
+    tree = folder / "before-tree"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", ref], cwd=ROOT, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ def wrong_credential(key: str, reason: str = "") -> str:
         return f"this is a producer key; {TAKES_KEY}"
     if tokens.prefix_of(key, tokens.FEED_TOKEN):
         return f"this is a feed token; {TAKES_KEY}"
+    if reason.startswith("not a candlecast"):  # its shape says what is wrong
+        return f"{reason}: {KEY_HINT}"
     prefix = tokens.prefix_of(key, tokens.CONSUMER_KEY)
     if prefix and reason.endswith(ConsumerKey.State.REVOKED):
         return f"consumer key {prefix}… was revoked (or replaced): {KEY_HINT}"

@@ -110,10 +110,6 @@ def default_grace() -> timedelta:
 
 _C = TypeVar("_C", bound="Credential")
 
-# Our secrets are about 50 characters; anything longer is refused before a digest, so
-# a client cannot make the hub hash megabytes per handshake.
-MAX_PRESENTED = 200
-
 
 class CredentialQuerySet(models.QuerySet[_C]):
     def authenticate(
@@ -121,20 +117,15 @@ class CredentialQuerySet(models.QuerySet[_C]):
     ) -> tuple[Any, str]:
         """The valid credential for this plaintext, or None and why.
 
-        Narrows by the public prefix, compares digests in constant time, then judges
-        revocation and expiry at ``now``. The reason names it only by its prefix.
+        First what needs no database (``refusal``), then one query by the public
+        prefix, a digest compared in constant time, and revocation and expiry judged
+        at ``now``. The reason names it only by its prefix.
         """
         model = self.model
-        if len(plaintext) > MAX_PRESENTED:
-            return None, (
-                f"a {model.KIND} of {len(plaintext)} characters is too long to be "
-                f"ours (at most {MAX_PRESENTED})"
-            )
-        prefix = tokens.prefix_of(plaintext, model.ROLE)
-        if prefix is None:
-            return None, f"not a candlecast {model.KIND}"
-        if throttle.known_bad(plaintext):  # no lookup, no HMAC for a repeat
-            return None, f"unknown {model.NOUN} {prefix}"
+        reason = model.refusal(plaintext)
+        if reason is not None:
+            return None, reason
+        prefix = plaintext[: tokens.PREFIX_LENGTH]
         found = self.filter(prefix=prefix).first()
         if found is None or not tokens.matches(
             plaintext, found.digest, tokens.hmac_key()
@@ -200,6 +191,23 @@ class Credential(models.Model):
         """What a successor inherits (owner, label, how it is kept)."""
         raise NotImplementedError
 
+    @classmethod
+    def refusal(cls, plaintext: str) -> str | None:
+        """Why ``plaintext`` is refused without asking the database, or None when
+        only the database can tell.
+
+        No query, no digest, no thread: the sockets ask it on the event loop, so a
+        flood of malformed secrets, or of one wrong secret over and over, costs the
+        hub no thread hop and no query. A valid secret always gets None: only
+        secrets that failed to match are remembered as bad.
+        """
+        problem = tokens.shape_error(plaintext, cls.ROLE)
+        if problem is not None:
+            return f"not a candlecast {cls.KIND}: {problem}"
+        if throttle.known_bad(plaintext):  # failed lately: no lookup, no HMAC
+            return f"unknown {cls.NOUN} {plaintext[: tokens.PREFIX_LENGTH]}"
+        return None
+
     ### Lifecycle
 
     @classmethod
@@ -216,6 +224,9 @@ class Credential(models.Model):
         ``encrypt`` also keeps the plaintext encrypted (models with a ciphertext).
         """
         minted = tokens.mint(cls.ROLE)
+        # A secret tried before it existed is remembered as bad; it is not any
+        # more (other hub processes forget it when the entry's time is up).
+        throttle.forget_bad(minted.plaintext)
         credential = cls(
             prefix=minted.prefix,
             digest=tokens.digest(minted.plaintext, tokens.hmac_key()),

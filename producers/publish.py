@@ -14,11 +14,10 @@ import logging
 import random
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from controlplane.lib import counters
-from controlplane.lib.auth import scope_address, scope_token, throttle
+from controlplane.lib.auth import TokenSocket, scope_address, scope_token, throttle
 from controlplane.lib.wire import FORMATS, publish
 from controlplane.lib.wire.columns import ProtocolError, parse_datetime
 from controlplane.lib.wire.shapes import Tick, TickFrame
@@ -36,7 +35,7 @@ from producers.snapshots import SnapshotStore, SnapshotStoreUnavailable, get_sto
 logger = logging.getLogger(__name__)
 
 
-class PublishSocket(AsyncWebsocketConsumer):
+class PublishSocket(TokenSocket):
     producer: Producer  # once accepted
     key: ProducerKey  # once accepted
     accepted = False
@@ -45,17 +44,13 @@ class PublishSocket(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.address = scope_address(self.scope)
         secret = scope_token(self.scope, allow_query=False)
-        key, why = await self._key_for(secret) if secret else (None, "")
+        key, why = await self._key_for(secret)
         if key is None:
             if throttle.failed(self.address):  # logged once for the window
                 counters.handshake_refused("throttled")
             else:
                 counters.handshake_refused("credentials")
-                logger.warning(
-                    "publish: refused %s: %s",
-                    self.address,
-                    why or "no Authorization: Bearer header",
-                )
+                logger.warning("publish: refused %s: %s", self.address, why)
             await self.close()
             return
         producer = key.producer
@@ -210,9 +205,19 @@ class PublishSocket(AsyncWebsocketConsumer):
             return CLOSE_TOKEN_EXPIRED, f"{name} expired"
         return None
 
+    async def _key_for(self, secret: str | None) -> tuple[ProducerKey | None, str]:
+        """The valid key (with its producer), or None and why. What needs no
+        database is refused here on the event loop (no thread hop, no query)."""
+        if not secret:
+            return None, "no Authorization: Bearer header"
+        reason = ProducerKey.refusal(secret)
+        if reason is not None:
+            return None, reason
+        return await self._authenticate(secret)
+
     @database_sync_to_async
-    def _key_for(self, secret: str) -> tuple[ProducerKey | None, str]:
-        """The valid key (with its producer), or None and why, by prefix only."""
+    def _authenticate(self, secret: str) -> tuple[ProducerKey | None, str]:
+        """By prefix only: one query."""
         key, why = ProducerKey.objects.select_related("producer").authenticate(secret)
         if key is not None:
             key.record_use(self.address)

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import string
 from dataclasses import dataclass
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -24,6 +25,10 @@ ROLES = (FEED_TOKEN, PRODUCER_KEY, CONSUMER_KEY)
 # Role, underscore, then 8 characters of the random part: public, shown in the admin
 # and in logs, unique enough to find the row without scanning.
 PREFIX_LENGTH = 3 + 1 + 8
+# Role, underscore, then secrets.token_urlsafe(32): 32 random bytes are 43 URL-safe
+# base64 characters (no padding). mint makes no other shape.
+SECRET_LENGTH = 3 + 1 + 43
+URL_SAFE = frozenset(string.ascii_letters + string.digits + "-_")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,24 @@ def prefix_of(plaintext: str, role: str) -> str | None:
     if not plaintext.startswith(f"{role}_") or len(plaintext) < PREFIX_LENGTH + 16:
         return None
     return plaintext[:PREFIX_LENGTH]
+
+
+def shape_error(plaintext: str, role: str) -> str | None:
+    """What makes ``plaintext`` unlike every secret ``mint(role)`` makes, or None.
+
+    No digest and no database, and bounded work whatever the length: the hub asks
+    this on the event loop before a credential may cost a thread or a query.
+    """
+    if not plaintext.startswith(f"{role}_"):
+        return f"it does not start with {role}_"
+    if len(plaintext) != SECRET_LENGTH:
+        return (
+            f"it has {len(plaintext)} characters where ours have {SECRET_LENGTH} "
+            "(cut short or joined to something when copied?)"
+        )
+    if not URL_SAFE.issuperset(plaintext[len(role) + 1 :]):
+        return "it holds characters other than A-Z, a-z, 0-9, - and _"
+    return None
 
 
 def digest(plaintext: str, key: bytes) -> str:

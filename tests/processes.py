@@ -64,8 +64,11 @@ def _options(options: dict[str, object]) -> list[str]:
 
 
 class Stack:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, root: Path = ROOT) -> None:
+        """``root``: the source tree whose manage.py runs (a benchmark can compare
+        another commit's, extracted elsewhere)."""
         self.tmp = tmp
+        self.root = root
         self.port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
         self._drop_database: tuple[str, str] | None = None
@@ -96,7 +99,7 @@ class Stack:
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
+            [sys.executable, str(self.root / "manage.py"), *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -152,7 +155,7 @@ class Stack:
 
     def start(self, name: str, *args: str, env: dict | None = None) -> subprocess.Popen:
         """``manage.py *args`` as process ``name``, with the stack's environment."""
-        argv = [sys.executable, str(ROOT / "manage.py"), *args]
+        argv = [sys.executable, str(self.root / "manage.py"), *args]
         return self.run(name, argv, env={**self.env, **(env or {})})
 
     def hub(self, name: str = "hub", port: int | None = None) -> subprocess.Popen:

@@ -168,6 +168,15 @@ def test_it_refuses_a_wrong_key(client, bob):
     assert response.json()["error"].startswith(f"unknown consumer key {bob[0][:12]}")
 
 
+def test_it_says_a_key_cut_short_is_cut_short(client, bob):
+    response = get(client, CONFIG, bob[0][:-1])
+    assert response.status_code == 403
+    assert response.json()["error"].startswith(
+        "not a candlecast consumer key: it has 46 characters where ours have 47 "
+        "(cut short or joined to something when copied?): the admin shows"
+    )
+
+
 def test_it_refuses_a_replaced_key(client, bob):
     old, consumer = bob
     consumer.issue_key()

@@ -135,17 +135,30 @@ def test_it_refuses_a_token_of_a_disabled_producer(feed_token, producer):
 def test_it_refuses_a_producer_key_as_a_feed_token(producer_key):
     assert FeedToken.objects.authenticate(producer_key) == (
         None,
-        "not a candlecast feed token",
+        "not a candlecast feed token: it does not start with ccf_",
     )
 
 
 @pytest.mark.parametrize(
-    "presented", ["", "ccf_short", tokens.mint(tokens.CONSUMER_KEY).plaintext]
+    "presented, problem",
+    [
+        ("", "it does not start with ccf_"),
+        (tokens.mint(tokens.CONSUMER_KEY).plaintext, "it does not start with ccf_"),
+        (
+            "ccf_short",
+            "it has 9 characters where ours have 47 (cut short or joined to "
+            "something when copied?)",
+        ),
+        (
+            "ccf_" + "a" * 42 + "=",
+            "it holds characters other than A-Z, a-z, 0-9, - and _",
+        ),
+    ],
 )
-def test_it_refuses_strings_that_are_not_feed_tokens(db, presented):
+def test_it_refuses_strings_that_are_not_feed_tokens(db, presented, problem):
     assert FeedToken.objects.authenticate(presented) == (
         None,
-        "not a candlecast feed token",
+        f"not a candlecast feed token: {problem}",
     )
 
 

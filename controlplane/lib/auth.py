@@ -14,6 +14,9 @@ import time
 from collections import OrderedDict
 from urllib.parse import parse_qs, urlparse
 
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import validate_host
@@ -78,6 +81,30 @@ class OptionalOriginValidator:
         return validate_host(host, settings.ALLOWED_HOSTS)
 
 
+class TokenSocket(AsyncWebsocketConsumer):
+    """The base of the token routes' sockets (feed, publish): Channels' consumer
+    without its sync-thread hop per message.
+
+    Channels (4.2 on) runs ``close_old_connections`` through ``sync_to_async``
+    before every message it dispatches and after a disconnect: two thread hops for
+    a refused handshake that never touches the database, and one per message
+    forwarded. These sockets reach the ORM only through ``database_sync_to_async``
+    methods, which close stale connections themselves, before and after each call.
+    """
+
+    async def dispatch(self, message: dict) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.disconnect(message["code"])
+        raise StopConsumer()
+
+
 class FailureThrottle:
     """Failed credentials per address in a sliding window, and the secrets that
     failed lately.
@@ -90,11 +117,13 @@ class FailureThrottle:
     - the log: an address over the limit is logged once per window, and its further
       failures are refused quietly (counted as "throttled"; the HTTP APIs answer
       429 rather than 403);
-    - the CPU: a secret that failed as unknown is remembered (a 16-byte hash, for
-      the window), so sending it again costs a hash and no database lookup or HMAC.
-      A fresh wrong secret costs one lookup by prefix and at most one HMAC, as a
-      valid one does (about 1 ms of the hub's CPU per handshake, measured earlier
-      as 0.9 ms malformed, 2.3 ms well-formed on a Daphne hub).
+    - the CPU: a secret that failed as unknown is remembered by its 16-byte hash,
+      never its plaintext, for the window (and forgotten at once if this process
+      issues it), so sending it again is refused on the event loop with no thread
+      hop and no database query, as is a secret of the wrong shape
+      (``Credential.refusal``). Only a fresh well-formed wrong secret costs a
+      thread hop, one lookup by prefix and at most one HMAC, as a valid one does.
+      docs/benchmarks.md (the throttle section) gives the target and the figures.
     """
 
     MAX_SECRETS = 10_000  # secrets remembered as failed, oldest forgotten first
@@ -170,6 +199,11 @@ class FailureThrottle:
             self._bad.move_to_end(key)
             while len(self._bad) > self.MAX_SECRETS:
                 self._bad.popitem(last=False)
+
+    def forget_bad(self, secret: str) -> None:
+        """It is valid now (just issued): never refuse it as known bad."""
+        with self._lock:
+            self._bad.pop(self._fingerprint(secret), None)
 
     def reset(self) -> None:
         with self._lock:
