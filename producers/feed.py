@@ -27,7 +27,7 @@ from controlplane.lib import counters, wire
 from controlplane.lib.auth import TokenSocket, scope_address, scope_token, throttle
 from controlplane.lib.hubclient import wait_or_stop
 from controlplane.lib.wire import freqtrade
-from controlplane.lib.wire.columns import ProtocolError
+from controlplane.lib.wire.columns import ProtocolError, escaped
 from producers.groups import ExpiryMessage, RevokeMessage, TickMessage, feed_group
 from producers.models import FeedToken
 from producers.snapshots import SnapshotStoreUnavailable, get_store
@@ -160,10 +160,13 @@ class FeedSocket(TokenSocket):
             return  # FreqTrade: an empty list changes nothing
         unknown = sorted(set(request.topics) - VALID_TOPICS)
         if unknown:
-            # FreqTrade ignores such a request silently; we say why.
+            # FreqTrade ignores such a request silently; we say why (a few of them,
+            # escaped: the client's strings come back in our words).
+            named = ", ".join(escaped(topic) for topic in unknown[:3])
+            more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
             await self.send(
                 freqtrade.exception_message(
-                    f"Unknown topic(s) {', '.join(unknown)}: subscription unchanged; "
+                    f"Unknown topic(s) {named}{more}: subscription unchanged; "
                     f"valid topics: {', '.join(freqtrade.MESSAGE_TYPES)}"
                 )
             )

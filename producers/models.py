@@ -22,11 +22,11 @@ from django.utils import timezone
 
 from controlplane.lib import contracts
 from controlplane.lib.candles import CANDLE_TYPES, timeframe_seconds
+from controlplane.lib.wire.columns import is_pair
 from producers import groups, tokens
 from producers.credentials import Credential, CredentialQuerySet, KeyHolder
 from producers.sources.registry import options_help, source_choices
 
-PAIR = re.compile(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)?$")
 # FreqTrade's default port for its API server (and so its message websocket).
 FREQTRADE_PORT = 8080
 # FreqTrade does not bracket an IPv6 address in the URL it builds, so ask for brackets.
@@ -48,7 +48,7 @@ def validate_timeframe(value: str) -> None:
 def validate_pairs(value: object) -> None:
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
         raise ValidationError("Pairs must be a list of pair names like BTC/USDT.")
-    bad = [p for p in value if not PAIR.match(p)]
+    bad = [p for p in value if not is_pair(p)]
     if bad:
         raise ValidationError(
             "Not a pair: %(bad)s. Write pairs as BASE/QUOTE (spot) or "

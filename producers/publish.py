@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import dataclass
+from datetime import datetime
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -30,9 +32,18 @@ from producers.groups import (
     publish_group,
 )
 from producers.models import Producer, ProducerKey
-from producers.snapshots import SnapshotStore, SnapshotStoreUnavailable, get_store
+from producers.snapshots import (
+    SnapshotStore,
+    SnapshotStoreUnavailable,
+    StreamKey,
+    get_store,
+)
 
 logger = logging.getLogger(__name__)
+
+# Close codes (application range, HTTP's numbers) for a message the hub cannot take.
+CLOSE_MALFORMED = 4400
+CLOSE_TOO_BIG = 4413
 
 
 class PublishSocket(TokenSocket):
@@ -107,9 +118,21 @@ class PublishSocket(TokenSocket):
     async def receive(self, text_data=None, bytes_data=None) -> None:
         seq = None
         text = text_data if text_data is not None else bytes_data
+        limit = settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB << 20
+        if len(text or b"") > limit:  # Daphne's own limit ends bigger ones first
+            await self._refuse(
+                CLOSE_TOO_BIG,
+                f"a {len(text) >> 20} MiB message, over the "
+                f"{settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB} MiB message size limit",
+            )
+            return
         try:
             message = publish.parse_publish(text)
-            seq = message["seq"]
+        except ProtocolError as exc:
+            await self._refuse(CLOSE_MALFORMED, str(exc))
+            return
+        seq = message["seq"]
+        try:
             tick, updates = await store_publish(self.producer, message["data"])
         except ProtocolError as exc:
             logger.warning(
@@ -129,6 +152,21 @@ class PublishSocket(TokenSocket):
         if tick.frames or tick.whitelist is not None:
             await self._broadcast(tick)
         await self.send(publish.ack_message(seq))
+
+    async def _refuse(self, code: int, why: str) -> None:
+        """A message that breaks the protocol ends the socket: a worker that sends
+        garbage is out of step with the hub, and a retry starts it afresh. The
+        error goes first as a reply, then as the close reason."""
+        logger.warning(
+            "publish: closing %s's socket from %s (code %s): %s",
+            self.producer.name,
+            self.address,
+            code,
+            why,
+        )
+        counters.publish_rejected(self.producer.name, why)
+        await self.send(publish.error_message(None, why))
+        await self.close(code=code, reason=why)
 
     async def _broadcast(self, tick: Tick) -> None:
         # Numbered, so that a feed socket notices a broadcast the layer dropped; the
@@ -230,45 +268,77 @@ async def store_publish(
     """Store a checked publish's whitelist and frames; the tick to broadcast, and
     each stored pair's counters for the status page.
 
+    Every frame is checked and encoded before the first is stored: a bad frame
+    anywhere leaves the snapshots as they were, never half a message applied.
+
     Raises:
         ProtocolError: a frame does not belong to this producer, or holds a value
             with no wire form.
         SnapshotStoreUnavailable: the shared store (Redis) cannot be reached.
     """
+    ready = [
+        prepare_frame(producer, frame, f"frame {number}")
+        for number, frame in enumerate(data["frames"])
+    ]
     store = get_store()
     tick, updates = Tick(), []
     whitelist = data.get("whitelist")
     if whitelist is not None and await store.set_whitelist(producer.name, whitelist):
         tick.whitelist = whitelist
-    for frame in data["frames"]:
-        stored = await store_frame(store, producer, frame)
+    for frame in ready:
+        stored = await store_frame(store, frame)
         if stored is not None:
             tick.frames.append(stored[0])
             updates.append(stored[1])
     return tick, updates
 
 
-async def store_frame(
-    store: SnapshotStore, producer: Producer, frame: publish.PublishFrame
-) -> tuple[TickFrame, counters.PairUpdate] | None:
-    """Store one frame; its rows to broadcast (None: nothing new to send)."""
+@dataclass(frozen=True)
+class ReadyFrame:
+    """A frame checked against its producer and encoded, ready to store."""
+
+    key: StreamKey
+    frame: publish.PublishFrame
+    rows: list[bytes]  # JSON, for FreqTrade's protocol
+    packed: list[bytes]  # msgpack, for the native one
+    dates: list[int]
+    la: datetime
+
+
+def prepare_frame(
+    producer: Producer, frame: publish.PublishFrame, where: str = "frame"
+) -> ReadyFrame:
+    """Check that a frame is this producer's and encode its rows (nothing stored).
+
+    Raises:
+        ProtocolError: the frame is another timeframe or candle type, or holds a
+            value with no wire form.
+    """
     pair, timeframe, candle_type = frame["key"]
     if (timeframe, candle_type) != (producer.timeframe, producer.candle_type):
         raise ProtocolError(
-            f"frame key {frame['key']} does not match producer "
+            f"{where} key {frame['key']} does not match producer "
             f"{producer.name} ({producer.timeframe}, {producer.candle_type}): "
             "restart the producer worker after changing the producer's definition"
         )
+    rows, dates = publish.frame_rows(frame, where)
+    packed = publish.packed_rows(frame, where)
     key = (producer.name, pair, timeframe, candle_type)
-    rows, dates = publish.frame_rows(frame)
-    la = parse_datetime(frame["la"])
+    return ReadyFrame(key, frame, rows, packed, dates, parse_datetime(frame["la"]))
+
+
+async def store_frame(
+    store: SnapshotStore, ready: ReadyFrame
+) -> tuple[TickFrame, counters.PairUpdate] | None:
+    """Store one prepared frame; its rows to broadcast (None: nothing new to send)."""
+    frame, la = ready.frame, ready.la
     update = store.republish if frame["full"] else store.upsert
     changed = await update(
-        key,
+        ready.key,
         frame["columns"],
-        rows,
-        publish.packed_rows(frame),
-        dates,
+        ready.rows,
+        ready.packed,
+        ready.dates,
         la,
         dtypes=frame["dtypes"],
     )
@@ -276,22 +346,23 @@ async def store_frame(
     # that are connected append it; new ones ask for the history. A history whose
     # older rows changed (a restarted producer re-analysed them) goes out from its
     # first changed row, so that connected consumers end equal to the hub.
-    fresh = changed if frame["full"] else len(rows)
+    fresh = changed if frame["full"] else len(ready.rows)
     if frame["full"]:
         logger.debug(
             "publish: %s's history of %s (%d rows): its newest %d go to subscribers",
-            producer.name,
-            pair,
-            len(rows),
+            ready.key[0],
+            ready.key[1],
+            len(ready.rows),
             fresh,
         )
     if not fresh:
         return None
-    snapshot = await store.tail(key, fresh)
+    snapshot = await store.tail(ready.key, fresh)
     if snapshot is None or not snapshot.rows:
         return None
+    _, pair, timeframe, candle_type = ready.key
     held = snapshot.first_index + len(snapshot.rows)
-    counted = counters.PairUpdate(pair, dates[-1], held, la.timestamp())
+    counted = counters.PairUpdate(pair, ready.dates[-1], held, la.timestamp())
     return TickFrame(
         (pair, timeframe, candle_type), snapshot, frame["new_candle"]
     ), counted

@@ -109,3 +109,18 @@ def test_it_accepts_deflate_saying_it_keeps_no_server_context():
     pmce = PerMessageDeflate.create_from_offer_accept(True, accept)
     assert pmce.server_no_context_takeover
     assert ReasonedWebSocketProtocol().perMessageCompressionAccept([]) is None
+
+
+@pytest.mark.parametrize("negotiated", [True, False])
+def test_it_drops_a_send_to_a_socket_the_client_closed(negotiated, caplog):
+    """A reply racing the client's close is dropped at DEBUG, not raised into
+    Daphne's log as "Attempt to send on a closed protocol"."""
+    socket = open_socket(negotiated)
+    socket.state = socket.STATE_CLOSING
+    caplog.set_level("DEBUG", "candlecast.hub")
+    socket.serverSend("late reply")
+    socket.state = socket.STATE_CLOSED
+    socket.serverSend(b"later", binary=True)
+    assert socket.sent == []
+    assert [r.levelname for r in caplog.records] == ["DEBUG", "DEBUG"]
+    assert "dropped a 10-byte send to a closing socket" in caplog.records[0].message

@@ -565,3 +565,25 @@ async def test_it_logs_a_client_s_bad_requests_once(feed_token, caplog):
             assert (await receive(socket))["type"] == "exception"
     assert caplog.text.count("bad request") == 1
     await socket.disconnect()
+
+
+async def test_it_answers_a_deeply_nested_request_and_keeps_the_socket(feed_token):
+    """A value deeper than orjson encodes once killed the socket with 1006."""
+    socket, _ = await feed(feed_token[0])
+    nested = "[" * 1000 + "]" * 1000
+    await socket.send_to(text_data='{"type":"subscribe","data":[' + nested + "]}")
+    reply = await receive(socket)
+    assert reply["type"] == "exception"
+    assert "a list too deep or too odd to quote" in reply["data"]
+    await request(socket, {"type": "whitelist"})
+    assert (await receive(socket))["type"] == "whitelist"
+    await socket.disconnect()
+
+
+async def test_it_names_a_few_unknown_topics_escaped(feed_token):
+    socket, _ = await feed(feed_token[0])
+    topics = ["<script>\n"] + [f"t{i}" for i in range(10)]
+    await request(socket, {"type": "subscribe", "data": topics})
+    reply = (await receive(socket))["data"]
+    assert reply.startswith("Unknown topic(s) <script>\\n, t0, t1 and 8 more:")
+    await socket.disconnect()

@@ -138,7 +138,9 @@ def test_it_gives_dates_the_dtype_freqtrade_s_decoding_gives():
 @pytest.mark.parametrize(
     "data, error",
     [
-        (b"\xc1", "not a candlecast.v1 message"),
+        (b"\xc1", r"invalid msgpack \(FormatError\): send a candlecast.v1 message"),
+        (b"\x91" * 5000 + b"\xc0", r"invalid msgpack \(StackError\)"),
+        (b"\x81\x90\x01", "invalid msgpack .*unhashable"),
         (msgpack.packb([1, 2]), 'a map with a "type"'),
         (msgpack.packb({"type": "tick"}), 'needs a "frames" list'),
         (

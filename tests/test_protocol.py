@@ -365,7 +365,18 @@ def test_it_reads_requests_as_freqtrade_does(text, request_):
             "subscribe data must be a list",
         ),
         ('{"type":"analyzed_df","data":[3]}', "analyzed_df data must be an object"),
-        ('{"type":"analyzed_df","data":{"pair":5}}', "pair must be a string or null"),
+        ('{"type":"analyzed_df","data":{"pair":5}}', "must be a pair like BTC/USDT"),
+        (
+            '{"type":"analyzed_df","data":{"pair":"<script>x</script>/USDT"}}',
+            'must be a pair like BTC/USDT .*got "<script>',
+        ),
+        ('{"type":"analyzed_df","data":{"pair":"../../etc/passwd"}}', "a pair like"),
+        ('{"type":"analyzed_df","data":{"pair":"BTC/USDT\\n"}}', "a pair like"),
+        ('{"type":"analyzed_df","data":{"pair":"A/B\'; DROP"}}', "a pair like"),
+        ('{"type":"analyzed_df","data":{"limit":-1e300}}', "from 0 to 1500"),
+        ("[" * 2000 + "]" * 2000, "invalid JSON .*depth"),
+        ('{"type":"' + "x" * 100_000 + '"}', r"^Invalid request type: x{77}\.\.\.$"),
+        ('{"type":"a\\nb"}', r"^Invalid request type: a\\nb$"),
         (
             '{"type":"analyzed_df","data":{"limit":-5}}',
             "^analyzed_df limit must be a number from 0 to 1500, got -5$",
@@ -377,6 +388,13 @@ def test_it_reads_requests_as_freqtrade_does(text, request_):
 def test_it_explains_what_is_wrong_with_a_request(text, message):
     with pytest.raises(ProtocolError, match=message):
         freqtrade.parse_request(text)
+
+
+def test_it_quotes_a_deeply_nested_value_without_recursing():
+    """orjson encodes 254 levels; the error path must not raise past them."""
+    nested = "[" * 1000 + "]" * 1000
+    with pytest.raises(ProtocolError, match="a list too deep or too odd to quote"):
+        freqtrade.parse_request('{"type":"subscribe","data":[' + nested + "]}")
 
 
 def test_it_refuses_a_nan_limit():
@@ -439,12 +457,27 @@ def test_it_accepts_a_publish_with_only_a_whitelist():
         ({"rows": [[1000, 1.5], 5]}, "frame 0 row 1 has no values for 2 columns"),
         ({"columns": ["time", "close"]}, "frame 0 has no 'date' column"),
         ({"columns": ["date", "date"]}, "columns must be a list of distinct names"),
-        ({"rows": [[1000.5, 1.5]]}, "row 0: date must be int epoch ms, got 1000.5"),
+        ({"rows": [[1000.5, 1.5]]}, "row 0: date must be int epoch ms .*got 1000.5"),
+        ({"rows": [[-1, 1.5]]}, r"row 0: date must be int epoch ms from 0 \(1970\)"),
+        ({"rows": [[2**63, 1.5]]}, "to 9223372036854 .*got 9223372036854775808"),
+        ({"rows": [[2000, 1.5], [1000, 1.5]]}, "dates must increase, 1000 follows"),
         ({"rows": [[2000, 1.5], [2000, 1.5]]}, "dates must increase, 2000 follows"),
         ({"key": ["BTC/USDT", "5m"]}, r"frame 0 key must be \[pair, timeframe"),
-        ({"key": ["BTC/USDT", "5m", "margin"]}, "candle type 'margin' is not one of"),
-        ({"key": ["BTC/USDT", "5x", "spot"]}, "'5x' is not a timeframe"),
-        ({"key": ["", "5m", "spot"]}, "the pair is empty"),
+        ({"key": ["BTC/USDT", "5m", "margin"]}, 'candle type "margin" is not one of'),
+        ({"key": ["BTC/USDT", "5x", "spot"]}, 'timeframe "5x" is not one like 5m'),
+        ({"key": ["BTC/USDT", "5" * 500, "spot"]}, 'timeframe "5{76}\\.\\.\\. is'),
+        (
+            {"key": ["", "5m", "spot"]},
+            'the pair must be a pair like BTC/USDT .*got ""$',
+        ),
+        ({"key": ["<b>x</b>/USDT", "5m", "spot"]}, "the pair must be a pair like"),
+        ({"key": ["../x/USDT", "5m", "spot"]}, "the pair must be a pair like"),
+        ({"key": ["BTC/USDT; DROP TABLE", "5m", "spot"]}, "must be a pair like"),
+        ({"key": ["B" * 60 + "/USDT", "5m", "spot"]}, "at most 64 characters"),
+        ({"columns": ["date"] + [f"c{i}" for i in range(3000)]}, "at most 2048"),
+        ({"columns": ["date", "c" * 300]}, "each name at most 256 characters"),
+        ({"la": "0001-01-01T00:00:00+05:00"}, "out of range once taken to UTC"),
+        ({"la": "x" * 10_000}, 'got "x{76}\\.\\.\\.$'),
         ({"la": "soon"}, "frame 0 la must be an RFC 3339 datetime"),
         ({"full": 1}, "frame 0 full must be true or false, got 1"),
         ({"new_candle": None}, "new_candle must be true or false"),
@@ -453,6 +486,28 @@ def test_it_accepts_a_publish_with_only_a_whitelist():
 def test_it_explains_what_is_wrong_with_a_frame(changes, message):
     with pytest.raises(ProtocolError, match=message):
         publish.parse_publish(msgpack.packb(make_publish(**changes)))
+
+
+def test_it_refuses_a_whitelist_of_anything_but_pairs():
+    message = make_publish()
+    message["data"]["whitelist"] = ["BTC/USDT", "<img src=x>/USDT"]
+    with pytest.raises(ProtocolError, match="whitelist item 1 must be a pair like"):
+        publish.parse_publish(msgpack.packb(message))
+
+
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        (b"\x91" * 5000 + b"\xc0", r"invalid msgpack \(StackError\)"),
+        (b"\x81\x90\x01", "invalid msgpack .*unhashable"),
+        (b"\xdd\xff\xff\xff\xff", "invalid msgpack .*exceeds max_array_len"),
+        (b"\xc1", r"invalid msgpack \(FormatError\)"),
+        (msgpack.packb({"type": "publish"}) + b"\x00", "invalid msgpack .*extra data"),
+    ],
+)
+def test_it_refuses_hostile_msgpack_in_words(data, error):
+    with pytest.raises(ProtocolError, match=error):
+        publish.parse_publish(data)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
@@ -13,6 +14,7 @@ from django.utils import timezone
 from controlplane import metrics
 from controlplane.overview import build_status_snapshot
 from producers.models import Producer, ProducerKey
+from producers.snapshots import get_store
 from tests.feeds import analysed_frame, frame, publish, publisher
 from tests.statuskit import fresh_counters
 
@@ -163,4 +165,46 @@ async def test_a_rewound_history_is_refused_and_shown_on_the_status_page(
     assert 'candlecast_producer_rejected_total{producer="alpha"} 1' in text
     # The published rows are kept and still served.
     assert row["pairs"][0]["rows"] == 300
+
+
+### Messages the hub cannot take
+
+
+async def test_it_closes_with_4400_and_says_why_after_a_malformed_message(
+    producer_key,
+):
+    """A worker out of step with the hub starts afresh: error reply, then close."""
+    socket, _ = await publisher(producer_key)
+    await socket.send_to(bytes_data=b"\x91" * 5000 + b"\xc0")  # nested too deep
+    error = orjson.loads(await socket.receive_from(timeout=3))
+    assert error["type"] == "error" and error["seq"] is None
+    assert error["data"].startswith("invalid msgpack (StackError)")
+    close = await closed(socket)
+    assert (close["code"], close["reason"]) == (4400, error["data"])
+
+
+async def test_it_closes_with_4413_a_message_over_the_size_limit(
+    producer_key, settings
+):
+    settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB = 1
+    socket, _ = await publisher(producer_key)
+    await socket.send_to(bytes_data=b"\x00" * ((1 << 20) + 1))
+    assert "over the 1 MiB message size limit" in (await socket.receive_from())
+    assert (await closed(socket))["code"] == 4413
+
+
+async def test_it_stores_nothing_of_a_message_with_one_bad_frame(producer_key):
+    """The first frame is good, the second another timeframe: neither is stored,
+    the whitelist is not changed, and the socket keeps serving."""
+    socket, _ = await publisher(producer_key)
+    good = frame("BTC/USDT", analysed_frame(rows=5), full=True)
+    bad = frame("ETH/USDT", analysed_frame(rows=5), full=True, timeframe="1h")
+    reply = await publish(socket, [good, bad], whitelist=["BTC/USDT"])
+    assert reply["type"] == "error" and reply["seq"] == 1
+    assert reply["data"].startswith("frame 1 key ")
+    store = get_store()
+    assert await store.tail(("alpha", "BTC/USDT", "5m", "spot"), 5) is None
+    assert await store.whitelist("alpha") != ["BTC/USDT"]
+    assert (await publish(socket, [good], seq=2)) == {"type": "ack", "seq": 2}
+    assert len((await store.tail(("alpha", "BTC/USDT", "5m", "spot"), 5)).rows) == 5
     await socket.disconnect()

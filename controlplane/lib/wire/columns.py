@@ -9,9 +9,11 @@ the functions that take DataFrames (the hub never calls them).
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import numpy as np
 import orjson
 
@@ -28,6 +30,8 @@ STRING = "str"  # pandas' string dtype: str or None
 OBJECT = "O"  # anything else the wire carries
 NUMERIC_KINDS = "biuf"
 
+PAIR = re.compile(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)?")
+MAX_PAIR_LENGTH = 64
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # FreqTrade's `la` for pairs it does not have
 
 
@@ -173,17 +177,22 @@ def format_datetime(moment: datetime) -> str:
 def parse_datetime(text: Any, what: str = "la") -> datetime:
     """An RFC 3339 string as an aware UTC datetime (a naive one is taken as UTC)."""
     if not isinstance(text, str):
-        raise ProtocolError(f"{what} must be an RFC 3339 string, got {text!r}")
+        raise ProtocolError(f"{what} must be an RFC 3339 string, got {short(text)}")
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ProtocolError(
             f"{what} must be an RFC 3339 datetime like "
-            f"'2026-11-25T10:16:01.715292+00:00', got {text!r}"
+            f"'2026-11-25T10:16:01.715292+00:00', got {short(text)}"
         ) from None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # year 1 at +05:00 or year 9999 at -05:00
+        raise ProtocolError(
+            f"{what} {short(text)} is out of range once taken to UTC"
+        ) from None
 
 
 def load_object(text: str | bytes | None, example: str) -> dict:
@@ -201,9 +210,48 @@ def load_object(text: str | bytes | None, example: str) -> dict:
     return message
 
 
+SHORT = 80  # characters of a sender's value quoted back in an error text
+
+
+def load_msgpack(data: bytes, what: str) -> Any:
+    """A msgpack document, any fault a ProtocolError that says ``what`` to send.
+
+    msgpack bounds itself: nesting deeper than its 1024-level stack, a length
+    beyond the bytes it has, a list as a map key, a reserved byte all raise here
+    (nothing a hostile frame sends reaches Python's recursion limit).
+    """
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        why = escaped(str(exc)) or type(exc).__name__
+        raise ProtocolError(f"invalid msgpack ({why}): send {what}") from None
+
+
 def short(value: Any) -> str:
-    text = orjson.dumps(value, default=repr).decode()
-    return text if len(text) <= 80 else text[:77] + "..."
+    """A sender's value for an error text: JSON, at most SHORT characters.
+
+    Hostile values must not break the error path: a value nested deeper than
+    orjson encodes (254 levels), non-string map keys (msgpack), ints beyond 64 bits
+    are named by their type instead. JSON escapes quotes and control characters, so
+    a value cannot forge a log line; HTML is escaped where the text is shown.
+    """
+    try:
+        text = orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+        return f"a {type(value).__name__} too deep or too odd to quote"
+    return _cut(text.decode())
+
+
+def escaped(text: Any) -> str:
+    """A sender's string in words (no quotes): control characters escaped as
+    JSON does, at most SHORT characters."""
+    if not isinstance(text, str):
+        return short(text)
+    return _cut(orjson.dumps(text).decode()[1:-1])
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHORT else text[: SHORT - 3] + "..."
 
 
 def check_key(key: Any, what: str) -> list[str]:
@@ -213,6 +261,29 @@ def check_key(key: Any, what: str) -> list[str]:
             f'like ["BTC/USDT","5m","spot"], got {short(key)}'
         )
     return key
+
+
+def is_pair(value: Any) -> bool:
+    """A FreqTrade pair name: BASE/QUOTE (spot) or BASE/QUOTE:SETTLE (futures),
+    such as BTC/USDT, BTC/USDT:USDT or 1000PEPE/USDT; letters, digits and ``._-``
+    only, so that no pair carries markup, quotes, spaces or a path out of its
+    folder (``..`` alone is refused) into a page, a log line or a file name."""
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_PAIR_LENGTH
+        and PAIR.fullmatch(value) is not None
+        and ".." not in value
+    )
+
+
+def check_pair(pair: Any, what: str) -> str:
+    if not is_pair(pair):
+        raise ProtocolError(
+            f"{what} must be a pair like BTC/USDT or BTC/USDT:USDT (letters, digits "
+            f"and ._- around the / and :, at most {MAX_PAIR_LENGTH} characters), "
+            f"got {short(pair)}"
+        )
+    return pair
 
 
 def is_strings(value: Any) -> bool:

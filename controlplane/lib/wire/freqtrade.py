@@ -25,6 +25,8 @@ from controlplane.lib.wire.columns import (
     Key,
     ProtocolError,
     check_key,
+    check_pair,
+    escaped,
     format_datetime,
     is_strings,
     load_object,
@@ -173,7 +175,7 @@ def parse_request(text: str | bytes | None) -> Request:
             f"got {kind!r}"
         )
     if kind not in REQUEST_TYPES:
-        raise ProtocolError(f"Invalid request type: {kind}")  # FreqTrade's own words
+        raise ProtocolError(f"Invalid request type: {escaped(kind)}")  # FreqTrade's
     data = message.get("data")
     if kind == "subscribe":
         return Request("subscribe", topics=_topics(data))
@@ -202,10 +204,8 @@ def _analyzed_df_request(data: Any) -> Request:
             f"got {short(data)}"
         )
     pair = data.get("pair")
-    if pair is not None and not isinstance(pair, str):
-        raise ProtocolError(
-            f"analyzed_df pair must be a string or null, got {short(pair)}"
-        )
+    if pair is not None:
+        check_pair(pair, "analyzed_df pair (or null for every pair)")
     return Request("analyzed_df", limit=_limit(data.get("limit")), pair=pair)
 
 
@@ -213,7 +213,7 @@ def _limit(limit: Any) -> int | None:
     if limit is None:
         return MAX_LIMIT  # data given without a limit: FreqTrade sends 1500 rows
     numeric = isinstance(limit, int | float) and not isinstance(limit, bool)
-    if not numeric or math.isnan(limit) or limit < 0:
+    if not numeric or math.isnan(limit) or limit < 0:  # +inf: capped below
         raise ProtocolError(
             f"analyzed_df limit must be a number from 0 to {MAX_LIMIT}, "
             f"got {short(limit)}"

@@ -43,6 +43,7 @@ from controlplane.lib.wire.columns import (
     ProtocolError,
     format_datetime,
     is_dtype_code,
+    load_msgpack,
     parse_datetime,
 )
 
@@ -367,13 +368,7 @@ def decode(data: bytes, *, as_rows: bool = False) -> DecodedMessage:
     Raises:
         ProtocolError: the message is not a candlecast.v1 message, saying where.
     """
-    try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise ProtocolError(
-            f"not a candlecast.v1 message ({exc}): the producer speaks another "
-            "protocol on this link"
-        ) from None
+    raw = load_msgpack(data, "a candlecast.v1 message (is this link another protocol?)")
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         raise ProtocolError('a candlecast.v1 message is a map with a "type"')
     whitelist = raw.get("whitelist")

@@ -19,11 +19,13 @@ from controlplane.lib.wire.columns import (
     Key,
     ProtocolError,
     check_key,
+    check_pair,
     encode_row_json,
     exact_rows,
     format_datetime,
     is_dtype_code,
     is_strings,
+    load_msgpack,
     load_object,
     parse_datetime,
     short,
@@ -31,6 +33,13 @@ from controlplane.lib.wire.columns import (
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+# Bounds of a frame beyond the message size limit: what a strategy's dataframe has
+# (FreqTrade strategies: tens to a few hundred columns) with room to spare.
+MAX_COLUMNS = 2048
+MAX_COLUMN_NAME = 256
+MAX_DATE_MS = 9_223_372_036_854  # pandas' Timestamp.max, in epoch ms
 
 
 class PublishFrame(TypedDict):
@@ -124,10 +133,14 @@ def parse_publish(text: str | bytes) -> PublishMessage:
             'publish data must be {"whitelist":[...]|null,"frames":[...]}'
         )
     whitelist = data.get("whitelist")
-    if whitelist is not None and not is_strings(whitelist):
-        raise ProtocolError(
-            f"publish whitelist must be a list of pairs or null, got {short(whitelist)}"
-        )
+    if whitelist is not None:
+        if not isinstance(whitelist, list):
+            raise ProtocolError(
+                f"publish whitelist must be a list of pairs or null, got "
+                f"{short(whitelist)}"
+            )
+        for number, pair in enumerate(whitelist):
+            check_pair(pair, f"publish whitelist item {number}")
     frames = data.get("frames", [])
     if not isinstance(frames, list):
         raise ProtocolError(f"publish frames must be a list, got {short(frames)}")
@@ -148,12 +161,7 @@ def _load_publish(text: str | bytes | None) -> dict:
             f"publish messages are binary: send {example} packed with msgpack "
             "(a text or empty frame came; is the producer worker older than the hub?)"
         )
-    try:
-        message = msgpack.unpackb(text, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise ProtocolError(
-            f"invalid msgpack ({exc}): send {example} packed with msgpack"
-        ) from None
+    message = load_msgpack(text, f"{example} packed with msgpack")
     if not isinstance(message, dict):
         raise ProtocolError(f"a message must be a map, got {type(message).__name__}")
     return message
@@ -165,15 +173,16 @@ def _check_frame(frame: Any, where: str) -> None:
     pair, timeframe, candle_type = check_key(frame.get("key"), f"{where} key")
     try:
         timeframe_seconds(timeframe)
-    except ValueError as exc:
-        raise ProtocolError(f"{where} key: {exc}") from None
+    except ValueError:
+        raise ProtocolError(
+            f"{where} key: timeframe {short(timeframe)} is not one like 5m, 1h or 1d"
+        ) from None
     if candle_type not in CANDLE_TYPES:
         raise ProtocolError(
-            f"{where} key: candle type {candle_type!r} is not one of "
+            f"{where} key: candle type {short(candle_type)} is not one of "
             f"{', '.join(CANDLE_TYPES)}"
         )
-    if not pair:
-        raise ProtocolError(f"{where} key: the pair is empty")
+    check_pair(pair, f"{where} key: the pair")
     for flag in ("full", "new_candle"):
         if type(frame.get(flag)) is not bool:
             raise ProtocolError(
@@ -196,6 +205,11 @@ def _check_frame(frame: Any, where: str) -> None:
 def _check_rows(columns: Any, rows: Any, where: str) -> None:
     if not is_strings(columns) or len(set(columns)) != len(columns):
         raise ProtocolError(f"{where} columns must be a list of distinct names")
+    if len(columns) > MAX_COLUMNS or any(len(c) > MAX_COLUMN_NAME for c in columns):
+        raise ProtocolError(
+            f"{where} has {len(columns)} columns: at most {MAX_COLUMNS}, each name "
+            f"at most {MAX_COLUMN_NAME} characters"
+        )
     if "date" not in columns:
         raise ProtocolError(
             f"{where} has no 'date' column: every frame needs its candle dates"
@@ -210,9 +224,10 @@ def _check_rows(columns: Any, rows: Any, where: str) -> None:
                 f"{where} row {number} has {got} values for {width} columns"
             )
         date = row[at]
-        if type(date) is not int:
+        if type(date) is not int or not 0 <= date <= MAX_DATE_MS:
             raise ProtocolError(
-                f"{where} row {number}: date must be int epoch ms, got {short(date)}"
+                f"{where} row {number}: date must be int epoch ms from 0 (1970) to "
+                f"{MAX_DATE_MS} (2262, pandas' last), got {short(date)}"
             )
         if previous is not None and date <= previous:
             raise ProtocolError(

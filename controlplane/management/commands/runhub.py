@@ -119,6 +119,17 @@ class ReasonedWebSocketProtocol(WebSocketProtocol):
     perMessageCompressionAccept = staticmethod(accept_deflate)  # noqa: N815
 
     def serverSend(self, content: str | bytes, binary: bool = False) -> None:  # noqa: N802
+        if self.state not in (self.STATE_OPEN, self.STATE_CONNECTING):
+            # The client closed while the application was answering it (a reply
+            # racing the close): autobahn would raise "Attempt to send on a closed
+            # protocol" into Daphne's log as a traceback, and nobody is left to
+            # read the message. (CONNECTING: Daphne accepts, then sends.)
+            logger.debug(
+                "dropped a %d-byte send to a closing socket [%s]",
+                len(content),
+                getattr(self, "client_addr", None),
+            )
+            return
         pmce = self._perMessageCompress
         if (
             self.state == self.STATE_OPEN
