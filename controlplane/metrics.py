@@ -23,6 +23,8 @@ PRODUCER_COUNTERS = [
     ("reply_bytes", "bytes of replies sent to feed subscribers' requests"),
     ("dropped", "broadcasts lost before reaching a feed socket (layer overflow)"),
     ("oversize", "replies refused for the message size limit"),
+    ("superseded", "broadcasts a feed socket behind skipped for a newer one"),
+    ("slow_closed", "feed sockets closed as too slow (over their cap or no pong)"),
 ]
 PRODUCER_STATES = ("online", "late", "offline", "disabled")
 CONSUMER_STATES = ("online", "offline", "never", "disabled")
