@@ -89,6 +89,11 @@ def producer_lines(snapshot: StatusSnapshot) -> Iterator[str]:
     yield from family("feed_subscribers", "gauge", "Feed sockets connected.")
     for p in producers:
         yield sample("feed_subscribers", len(p["subscribers"]), producer=p["name"])
+    text = "Feed sockets that read slower than the feed (the hub holds their backlog)."
+    yield from family("feed_subscribers_behind", "gauge", text)
+    for p in producers:
+        behind = sum(1 for s in p["subscribers"] if s["behind"])
+        yield sample("feed_subscribers_behind", behind, producer=p["name"])
     relays = [
         (p["name"], p["upstream"])
         for p in producers

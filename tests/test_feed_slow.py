@@ -153,3 +153,32 @@ async def test_it_keeps_broadcasting_while_a_reply_waits_on_the_client(
     assert types == ["analyzed_df"] * 3  # the reply, 05:00, 05:10 in some order
     await socket.disconnect()
     await worker.disconnect()
+
+
+async def test_it_shows_a_slow_socket_on_the_status_page_and_in_metrics(
+    producer_key, feed_token, gate, monkeypatch
+):
+    from asgiref.sync import sync_to_async
+
+    from controlplane import metrics
+    from controlplane.overview import build_status_snapshot
+
+    monkeypatch.setattr("producers.feed.BEHIND_SECONDS", 0.0)
+    hub_counters.reset()
+    worker, _ = await publisher(producer_key)
+    socket, _ = await feed(feed_token[0])
+    await request(socket, SUBSCRIBE)
+    await asyncio.sleep(0.05)
+    for seq, minute in enumerate((0, 5, 10), start=1):
+        await publish(worker, [candle(minute)], seq=seq)
+    await asyncio.sleep(0.1)  # the layer hands the last tick to the socket
+    snapshot = await sync_to_async(build_status_snapshot)()
+    (row,) = snapshot["producers"][0]["subscribers"]
+    assert row["behind"].startswith("behind for 0 s: 0.0 MiB unsent")
+    text = metrics.render(snapshot)
+    assert 'candlecast_feed_subscribers_behind{producer="alpha"} 1' in text
+    assert 'candlecast_producer_superseded_total{producer="alpha"} 1' in text
+    assert 'candlecast_producer_slow_closed_total{producer="alpha"} 0' in text
+    gate.set()
+    await socket.disconnect()
+    await worker.disconnect()
