@@ -33,7 +33,7 @@ from controlplane.lib.wire import freqtrade
 from controlplane.lib.wire.columns import ProtocolError
 from producers.groups import ExpiryMessage, RevokeMessage, TickMessage, feed_group
 from producers.models import FeedToken
-from producers.snapshots import SnapshotStoreUnavailable, get_store
+from producers.snapshots import SnapshotStoreUnavailable, StreamKey, get_store
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ CLOSE_TOO_SLOW = 4008
 MAX_PENDING_REQUESTS = 1000
 # A socket with broadcasts unsent for this long shows as behind on the status page.
 BEHIND_SECONDS = 1.0
+# Reads of a reply while ticks keep arriving, before it is sent as it is (the next
+# candle then heals any rewind: the consumer sees the hole and asks for it).
+REPLY_READS = 3
 
 
 class FeedSocket(AsyncWebsocketConsumer):
@@ -84,6 +87,8 @@ class FeedSocket(AsyncWebsocketConsumer):
         )
         self.token_changed = asyncio.Event()
         self.outbox = Outbox(settings.CANDLECAST_FEED_SOCKET_CAP_MB << 20)
+        self.ticks = 0  # ticks queued in the outbox, to see one arrive during a read
+        self.sending = asyncio.Lock()  # one message at a time, in a whole order
         self.requests: asyncio.Queue = asyncio.Queue(MAX_PENDING_REQUESTS)
         self.tasks = [
             asyncio.create_task(self._keep_group()),
@@ -171,6 +176,7 @@ class FeedSocket(AsyncWebsocketConsumer):
                     return
                 sent += 1
                 size += len(data)
+        self.ticks += 1
         self.link.delivered(event, sent, size)
         self._report_backlog(superseded)
 
@@ -209,7 +215,6 @@ class FeedSocket(AsyncWebsocketConsumer):
 
     async def _on_analyzed_df(self, request: freqtrade.Request) -> None:
         pairs = [request.pair] if request.pair else await self._whitelist()
-        store = get_store()
         limit_bytes = settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB << 20
         for pair in pairs:
             key = (
@@ -218,25 +223,52 @@ class FeedSocket(AsyncWebsocketConsumer):
                 self.producer.timeframe,
                 self.producer.candle_type,
             )
-            text = await store.reply(key, request.limit, self.format)
-            if len(text) > limit_bytes:
-                self.link.refused_oversize()
-                await self.send(
-                    freqtrade.exception_message(
-                        f"The {pair} frame is {len(text) / 2**20:.1f} MiB, over the "
-                        f"{settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB} MiB message size "
-                        "limit: request fewer candles with a smaller limit"
+            async with self.sending:
+                text = await self._fresh_reply(key, request.limit)
+                if len(text) > limit_bytes:
+                    self.link.refused_oversize()
+                    await self.send(
+                        freqtrade.exception_message(
+                            f"The {pair} frame is {len(text) / 2**20:.1f} MiB, over "
+                            f"the {settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB} MiB "
+                            "message size limit: request fewer candles with a "
+                            "smaller limit"
+                        )
                     )
-                )
-                continue
-            await self._send(text)
+                    continue
+                await self._send(text)
             self.link.replied(len(text))
+
+    async def _fresh_reply(self, key: StreamKey, limit: int | None) -> str | bytes:
+        """A reply no older than any broadcast sent before it (under ``sending``).
+
+        A reply sent after a newer candle of its pair would rewind the consumer's
+        frame (FreqTrade's and ours: an older first date cuts the stored rows). So
+        the broadcasts queued before it go first, and a reply read while a tick
+        arrived (the hub stores a tick before broadcasting it) is read again.
+        """
+        for _ in range(REPLY_READS):
+            await self._send_queued()
+            ticks = self.ticks
+            text = await get_store().reply(key, limit, self.format)
+            if self.ticks == ticks:
+                break
+        return text
 
     ### Sending: broadcasts latest-wins, requests in order
 
     async def _drain(self) -> None:
         while True:
-            data = await self.outbox.get()
+            await self.outbox.ready()
+            async with self.sending:
+                await self._send_queued(1)
+
+    async def _send_queued(self, most: int | None = None) -> None:
+        """Send what the outbox holds now (at most ``most``), oldest first."""
+        for _ in range(len(self.outbox.items) if most is None else most):
+            data = self.outbox.pop()
+            if data is None:
+                return
             await self._send(data)  # waits while the connection's buffer is full
             self.outbox.sent()
             if self.outbox.behind_since is None:

@@ -146,13 +146,55 @@ async def test_it_keeps_broadcasting_while_a_reply_waits_on_the_client(
         await publish(worker, [candle(minute)], seq=seq)
     await asyncio.sleep(0.1)
     totals = hub_counters.read_state()["producers"]["alpha"]["totals"]
-    assert totals["superseded"] == 1  # 05:05 replaced; 05:00 at the gate
+    assert totals["superseded"] == 2  # the reply at the gate; 05:00, 05:05 replaced
     assert totals["deliveries"] == 3  # all three were taken from the layer
     gate.set()
-    types = [(await receive(socket))["type"] for _ in range(3)]
-    assert types == ["analyzed_df"] * 3  # the reply, 05:00, 05:10 in some order
+    reply = await receive(socket)
+    assert reply["data"]["df"].empty  # asked before the first candle
+    # Queued behind the reply, 05:00 was replaced by 05:05, then by 05:10.
+    assert last_date(await receive(socket)) == "2026-11-06 05:10:00+00:00"
+    assert await socket.receive_nothing(timeout=0.2)
     await socket.disconnect()
     await worker.disconnect()
+
+
+async def test_it_never_sends_a_reply_older_than_a_candle_sent_before_it(
+    producer_key, feed_token, monkeypatch
+):
+    """A candle that arrives while a reply is read goes first, and the reply is
+    read again: sent after it, the older reply would rewind the consumer."""
+    from producers.snapshots import get_store
+
+    worker, _ = await publisher(producer_key)
+    socket, _ = await feed(feed_token[0])
+    await request(socket, SUBSCRIBE)
+    await asyncio.sleep(0.05)
+    await publish(worker, [candle(0)], seq=1)
+    assert last_date(await receive(socket)) == "2026-11-06 05:00:00+00:00"
+    store = get_store()
+    original = type(store).reply
+    reads = []
+
+    async def read_while_a_candle_arrives(self, key, limit, fmt):
+        text = await original(self, key, limit, fmt)
+        reads.append(text)
+        if len(reads) == 1:  # the hub stores and broadcasts 05:05 meanwhile
+            await publish(worker, [candle(5)], seq=2)
+            await asyncio.sleep(0.1)
+        return text
+
+    monkeypatch.setattr(type(store), "reply", read_while_a_candle_arrives)
+    await request(socket, {"type": "analyzed_df", "data": {"pair": "BTC/USDT"}})
+    received = [last_date(await receive(socket)) for _ in range(2)]
+    assert received == ["2026-11-06 05:05:00+00:00"] * 2  # the candle, the reply
+    assert len(reads) == 2
+    assert await socket.receive_nothing(timeout=0.2)
+    await socket.disconnect()
+    await worker.disconnect()
+
+
+def last_date(message: dict) -> str:
+    return str(message["data"]["df"]["date"].iloc[-1])
 
 
 async def test_it_shows_a_slow_socket_on_the_status_page_and_in_metrics(

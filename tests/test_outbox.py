@@ -27,7 +27,8 @@ def put(box: Outbox, data: str | bytes, position: int = 0) -> None:
 async def drain(box: Outbox) -> list[str | bytes]:
     out = []
     while box.items:
-        out.append(await box.get())
+        await box.ready()
+        out.append(box.pop())
     box.sent()
     return out
 
@@ -96,10 +97,10 @@ async def test_it_is_behind_from_its_first_queued_message_until_it_drains():
     box.put(("tick", 0), b"a", now=5.0)
     box.put(("tick", 1), b"b", now=9.0)
     assert box.behind_since == 5.0
-    await box.get()
+    box.pop()
     box.sent()
     assert box.behind_since == 5.0  # one still queued
-    await box.get()
+    box.pop()
     box.sent()
     assert box.behind_since is None
     assert box.nbytes == 0
@@ -107,8 +108,10 @@ async def test_it_is_behind_from_its_first_queued_message_until_it_drains():
 
 async def test_it_wakes_a_waiting_sender_when_a_message_arrives():
     box = Outbox(cap=1 << 20)
-    waiting = asyncio.create_task(box.get())
+    waiting = asyncio.create_task(box.ready())
     await asyncio.sleep(0.01)
     assert not waiting.done()
+    assert box.pop() is None
     box.put(("tick", 0), b"a")
-    assert await asyncio.wait_for(waiting, 1) == b"a"
+    await asyncio.wait_for(waiting, 1)
+    assert box.pop() == b"a"

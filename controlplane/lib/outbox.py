@@ -80,11 +80,16 @@ class Outbox:
         if self.nbytes > self.cap:
             raise SocketTooSlow(self.describe(now))
 
-    async def get(self) -> str | bytes:
-        """The oldest queued message, once there is one."""
+    async def ready(self) -> None:
+        """Return once a message is queued."""
         while not self.items:
             self._ready.clear()
             await self._ready.wait()
+
+    def pop(self) -> str | bytes | None:
+        """The oldest queued message, None if there is none."""
+        if not self.items:
+            return None
         _, data = self.items.popitem(last=False)
         self.nbytes -= len(data)
         return data
