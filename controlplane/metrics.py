@@ -24,6 +24,8 @@ PRODUCER_COUNTERS = [
     ("dropped", "broadcasts lost before reaching a feed socket (layer overflow)"),
     ("oversize", "replies refused for the message size limit"),
     ("rejected", "publish messages the hub refused (malformed, or a rewound history)"),
+    ("superseded", "broadcasts a feed socket behind skipped for a newer one"),
+    ("slow_closed", "feed sockets closed as too slow (over their cap or no pong)"),
 ]
 PRODUCER_STATES = ("online", "late", "offline", "disabled")
 CONSUMER_STATES = ("online", "offline", "never", "disabled")
@@ -88,6 +90,11 @@ def producer_lines(snapshot: StatusSnapshot) -> Iterator[str]:
     yield from family("feed_subscribers", "gauge", "Feed sockets connected.")
     for p in producers:
         yield sample("feed_subscribers", len(p["subscribers"]), producer=p["name"])
+    text = "Feed sockets that read slower than the feed (the hub holds their backlog)."
+    yield from family("feed_subscribers_behind", "gauge", text)
+    for p in producers:
+        behind = sum(1 for s in p["subscribers"] if s["behind"])
+        yield sample("feed_subscribers_behind", behind, producer=p["name"])
     relays = [
         (p["name"], p["upstream"])
         for p in producers

@@ -37,6 +37,7 @@ class SubscriberRow(TypedDict):
     consumer: str | None
     address: str
     since: float
+    behind: str  # "" while it keeps up; else since when and how much it holds
 
 
 class UpstreamRow(TypedDict):
@@ -138,7 +139,7 @@ def producer_row(
         "minute": doc["minute"],
         "totals": doc["totals"],
         "pairs": pairs,
-        "subscribers": subscriber_rows(doc, owners),
+        "subscribers": subscriber_rows(doc, owners, now),
         "upstream": upstream,
         "analysis": analysis_row(producer),
         "rejection": rejection_words(doc, now),
@@ -358,7 +359,7 @@ def pair_state(
 
 
 def subscriber_rows(
-    doc: counterdocs.ProducerDoc, owners: dict[int, str]
+    doc: counterdocs.ProducerDoc, owners: dict[int, str], now: float
 ) -> list[SubscriberRow]:
     rows: list[SubscriberRow] = []
     for s in sorted(doc["subscribers"], key=lambda s: s["since"]):
@@ -371,6 +372,18 @@ def subscriber_rows(
                 "consumer": consumer,
                 "address": s["address"],
                 "since": s["since"],
+                "behind": behind_words(s, now),
             }
         )
     return rows
+
+
+def behind_words(s: counterdocs.SocketDoc, now: float) -> str:
+    """A feed socket that reads slower than the feed: what the hub holds for it."""
+    since = s.get("behind")  # absent in a document from an older hub process
+    if since is None:
+        return ""
+    return (
+        f"behind for {duration(now - since)}: {s.get('held', 0) / 2**20:.1f} MiB "
+        "unsent, the newest candle of each pair kept"
+    )

@@ -171,6 +171,11 @@ else:
 # One size limit for every frame, in MiB (FreqTrade's message_size_limit): Daphne's
 # incoming and outgoing limits, the feed's replies and the worker clients follow it.
 CANDLECAST_MESSAGE_SIZE_LIMIT_MB = env_int("CANDLECAST_MESSAGE_SIZE_LIMIT_MB", 8)
+# What the hub holds unsent for one feed socket, in MiB: broadcasts waiting while the
+# socket is behind (a newer one of a stream replaces the older), on top of the 1 MiB
+# send buffer and the one message being written. Past it the socket is closed as too
+# slow (code 4008). Latest-wins keeps a live socket at about one tick of every pair.
+CANDLECAST_FEED_SOCKET_CAP_MB = env_int("CANDLECAST_FEED_SOCKET_CAP_MB", 4)
 # How many analysed rows the hub keeps per stream key (FreqTrade serves 1500).
 CANDLECAST_SNAPSHOT_ROWS = env_int("CANDLECAST_SNAPSHOT_ROWS", 1500)
 # Grace period of a rotated token or key, in seconds (the admin asks at each rotation,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -26,11 +27,12 @@ from django.utils import timezone
 from controlplane.lib import counters, wire
 from controlplane.lib.auth import TokenSocket, scope_address, scope_token, throttle
 from controlplane.lib.hubclient import wait_or_stop
+from controlplane.lib.outbox import Outbox, SocketTooSlow, stream_key
 from controlplane.lib.wire import freqtrade
 from controlplane.lib.wire.columns import ProtocolError, escaped
 from producers.groups import ExpiryMessage, RevokeMessage, TickMessage, feed_group
 from producers.models import FeedToken
-from producers.snapshots import SnapshotStoreUnavailable, get_store
+from producers.snapshots import SnapshotStoreUnavailable, StreamKey, get_store
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,16 @@ VALID_TOPICS = frozenset(freqtrade.MESSAGE_TYPES)
 # refused with HTTP 403, which they back off from.
 CLOSE_TOKEN_REVOKED = 4001
 CLOSE_TOKEN_EXPIRED = 4002
+# Too slow: over its cap of unsent broadcasts, or no pong (runhub). Our worker and
+# FreqTrade reconnect and request history; a live socket merely behind is not closed.
+CLOSE_TOO_SLOW = 4008
+# Requests waiting for their replies; more from a client that does not read: too slow.
+MAX_PENDING_REQUESTS = 1000
+# A socket with broadcasts unsent for this long shows as behind on the status page.
+BEHIND_SECONDS = 1.0
+# Reads of a reply while ticks keep arriving, before it is sent as it is (the next
+# candle then heals any rewind: the consumer sees the hole and asks for it).
+REPLY_READS = 3
 
 
 class FeedSocket(TokenSocket):
@@ -73,9 +85,15 @@ class FeedSocket(TokenSocket):
             token_id=token.pk,
         )
         self.token_changed = asyncio.Event()
+        self.outbox = Outbox(settings.CANDLECAST_FEED_SOCKET_CAP_MB << 20)
+        self.ticks = 0  # ticks queued in the outbox, to see one arrive during a read
+        self.sending = asyncio.Lock()  # one message at a time, in a whole order
+        self.requests: asyncio.Queue = asyncio.Queue(MAX_PENDING_REQUESTS)
         self.tasks = [
             asyncio.create_task(self._keep_group()),
             asyncio.create_task(self._watch_token()),
+            asyncio.create_task(self._drain()),
+            asyncio.create_task(self._serve()),
         ]
         logger.info(
             "feed: %s connected to %s with token %s (%s)",
@@ -103,6 +121,8 @@ class FeedSocket(TokenSocket):
     async def disconnect(self, code: int) -> None:
         if self.token is None:
             return
+        if code == CLOSE_TOO_SLOW:  # runhub: no pong, said in its log
+            self.link.closed_slow()
         self._forget()
         await self.channel_layer.group_discard(self.group, self.channel_name)
         logger.info(
@@ -110,6 +130,14 @@ class FeedSocket(TokenSocket):
         )
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
+        # Served by _serve: a reply waiting on a client that does not read must not
+        # hold up this socket's broadcasts (the layer would queue them meanwhile).
+        try:
+            self.requests.put_nowait(text_data if text_data is not None else bytes_data)
+        except asyncio.QueueFull:
+            await self._too_slow(f"{MAX_PENDING_REQUESTS} requests left unanswered")
+
+    async def _handle(self, text_data=None, bytes_data=None) -> None:
         try:
             request = freqtrade.parse_request(
                 text_data if text_data is not None else bytes_data
@@ -134,13 +162,22 @@ class FeedSocket(TokenSocket):
         A message goes when the socket subscribed to any topic it carries (a native
         message carries the whole tick; the client skips what it did not ask for).
         """
+        if self.link.slow:
+            return  # closing as too slow: nothing more is queued for it
         sent = size = 0
-        for topics, data in event["messages"]:
+        superseded = self.outbox.superseded
+        for position, (topics, data) in enumerate(event["messages"]):
             if self.subscriptions.intersection(topics):
-                await self._send(data)
+                try:
+                    self.outbox.put(stream_key(data, position), data)
+                except SocketTooSlow as exc:
+                    await self._too_slow(str(exc))
+                    return
                 sent += 1
                 size += len(data)
+        self.ticks += 1
         self.link.delivered(event, sent, size)
+        self._report_backlog(superseded)
 
     async def feed_revoke(self, event: RevokeMessage) -> None:
         if self.token is not None and self.token.pk in event["token_ids"]:
@@ -180,7 +217,6 @@ class FeedSocket(TokenSocket):
 
     async def _on_analyzed_df(self, request: freqtrade.Request) -> None:
         pairs = [request.pair] if request.pair else await self._whitelist()
-        store = get_store()
         limit_bytes = settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB << 20
         for pair in pairs:
             key = (
@@ -189,19 +225,77 @@ class FeedSocket(TokenSocket):
                 self.producer.timeframe,
                 self.producer.candle_type,
             )
-            text = await store.reply(key, request.limit, self.format)
-            if len(text) > limit_bytes:
-                self.link.refused_oversize()
-                await self.send(
-                    freqtrade.exception_message(
-                        f"The {pair} frame is {len(text) / 2**20:.1f} MiB, over the "
-                        f"{settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB} MiB message size "
-                        "limit: request fewer candles with a smaller limit"
+            async with self.sending:
+                text = await self._fresh_reply(key, request.limit)
+                if len(text) > limit_bytes:
+                    self.link.refused_oversize()
+                    await self.send(
+                        freqtrade.exception_message(
+                            f"The {pair} frame is {len(text) / 2**20:.1f} MiB, over "
+                            f"the {settings.CANDLECAST_MESSAGE_SIZE_LIMIT_MB} MiB "
+                            "message size limit: request fewer candles with a "
+                            "smaller limit"
+                        )
                     )
-                )
-                continue
-            await self._send(text)
+                    continue
+                await self._send(text)
             self.link.replied(len(text))
+
+    async def _fresh_reply(self, key: StreamKey, limit: int | None) -> str | bytes:
+        """A reply no older than any broadcast sent before it (under ``sending``).
+
+        A reply sent after a newer candle of its pair would rewind the consumer's
+        frame (FreqTrade's and ours: an older first date cuts the stored rows). So
+        the broadcasts queued before it go first, and a reply read while a tick
+        arrived (the hub stores a tick before broadcasting it) is read again.
+        """
+        for _ in range(REPLY_READS):
+            await self._send_queued()
+            ticks = self.ticks
+            text = await get_store().reply(key, limit, self.format)
+            if self.ticks == ticks:
+                break
+        return text
+
+    ### Sending: broadcasts latest-wins, requests in order
+
+    async def _drain(self) -> None:
+        while True:
+            await self.outbox.ready()
+            async with self.sending:
+                await self._send_queued(1)
+
+    async def _send_queued(self, most: int | None = None) -> None:
+        """Send what the outbox holds now (at most ``most``), oldest first."""
+        for _ in range(len(self.outbox.items) if most is None else most):
+            data = self.outbox.pop()
+            if data is None:
+                return
+            await self._send(data)  # waits while the connection's buffer is full
+            self.outbox.sent()
+            if self.outbox.behind_since is None:
+                self._report_backlog(self.outbox.superseded)
+
+    async def _serve(self) -> None:
+        while True:
+            text = await self.requests.get()
+            if isinstance(text, str):
+                await self._handle(text_data=text)
+            else:
+                await self._handle(bytes_data=text)
+
+    def _report_backlog(self, superseded_before: int) -> None:
+        box = self.outbox
+        since = None
+        if box.behind_since is not None and box.items:
+            lag = time.monotonic() - box.behind_since
+            since = time.time() - lag if lag >= BEHIND_SECONDS else None
+        self.link.behind(since, box.nbytes, box.superseded - superseded_before)
+
+    async def _too_slow(self, reason: str) -> None:
+        self.link.closed_slow()
+        self.outbox.items.clear()  # what it would have read: gone with the socket
+        await self._end(CLOSE_TOO_SLOW, reason)
 
     ### Helpers
 
@@ -271,7 +365,8 @@ class FeedSocket(TokenSocket):
         return None
 
     async def _end(self, code: int, reason: str) -> None:
-        logger.info("feed: closing %s (code %s): %s", self.address, code, reason)
+        level = logging.WARNING if code == CLOSE_TOO_SLOW else logging.INFO
+        logger.log(level, "feed: closing %s (code %s): %s", self.address, code, reason)
         await self.close(code=code, reason=reason)
 
     @database_sync_to_async

@@ -23,6 +23,8 @@ COUNTERS = (
     "dropped",  # broadcasts a feed socket never received (layer overflow)
     "oversize",  # replies refused for the message size limit
     "rejected",  # publish messages the hub refused (malformed, rewound, ...)
+    "superseded",  # broadcasts a socket behind skipped: a newer one replaced them
+    "slow_closed",  # feed sockets closed as too slow (over their cap, no pong)
 )
 REFUSALS = ("throttled", "credentials", "disabled")
 
@@ -40,6 +42,8 @@ class SocketDoc(TypedDict):
     since: float
     label: str
     token_id: int | None
+    behind: float | None  # a feed socket behind since (epoch seconds); None: keeps up
+    held: int  # bytes the hub holds unsent for it (while behind)
 
 
 class RejectionDoc(TypedDict):

@@ -66,6 +66,7 @@ class Meter:
         self.publishes = self.frames = self.candles = self.bytes_in = 0
         self.deliveries = self.bytes_out = self.replies = self.reply_bytes = 0
         self.dropped = self.oversize = self.rejected = 0
+        self.superseded = self.slow_closed = 0
         self.pairs: dict[str, PairDoc] = {}
         self.ticks: deque[list[float]] = deque(maxlen=TICKS_KEPT)
         self.publishers: dict[str, SocketDoc] = {}
@@ -110,12 +111,13 @@ class FeedLink:
     Its methods are the feed's hot path: a few integer adds, nothing else.
     """
 
-    __slots__ = ("meter", "origin", "seq")
+    __slots__ = ("doc", "meter", "origin", "seq", "slow")
 
-    def __init__(self, meter: Meter) -> None:
-        self.meter = meter
+    def __init__(self, meter: Meter, doc: SocketDoc) -> None:
+        self.meter, self.doc = meter, doc
         self.origin: str | None = None
         self.seq = 0
+        self.slow = False
 
     def delivered(self, event: Mapping[str, Any], messages: int, nbytes: int) -> None:
         """One broadcast forwarded: ``messages`` sent, ``nbytes`` in all."""
@@ -138,6 +140,22 @@ class FeedLink:
 
     def refused_oversize(self) -> None:
         self.meter.oversize += 1
+
+    def behind(self, since: float | None, held: int, superseded: int) -> None:
+        """The socket's unsent backlog: since when (epoch s; None: it keeps up), how
+        many bytes, and how many broadcasts a newer one replaced since the last call."""
+        self.meter.superseded += superseded
+        doc = self.doc
+        if (doc["behind"] is None) != (since is None):
+            mark_changed()
+        doc["behind"], doc["held"] = since, held
+
+    def closed_slow(self) -> None:
+        """The socket was closed as too slow (counted once)."""
+        if not self.slow:
+            self.slow = True
+            self.meter.slow_closed += 1
+            mark_changed()
 
 
 class HubCounters:
@@ -239,6 +257,8 @@ def producer_connected(producer: str, channel_name: str, address: str) -> None:
             "since": time.time(),
             "label": "",
             "token_id": None,
+            "behind": None,
+            "held": 0,
         }
     mark_changed()
     counters.ensure_flusher()
@@ -300,10 +320,12 @@ def feed_connected(
             "since": time.time(),
             "label": label,
             "token_id": token_id,
+            "behind": None,
+            "held": 0,
         }
     mark_changed()
     counters.ensure_flusher()
-    return FeedLink(meter)
+    return FeedLink(meter, meter.subscribers[channel_name])
 
 
 def feed_disconnected(producer: str, channel_name: str) -> None:

@@ -41,6 +41,12 @@ logger = logging.getLogger("candlecast.hub")
 # send now waits while more than this is buffered for its connection.
 SEND_BUFFER_HIGH_WATER = 1 << 20
 DRAIN_POLL_SECONDS = 0.005
+PING_INTERVAL, PING_TIMEOUT = 20, 30
+# A socket that missed a pong gets a close frame behind what it has not read yet, and
+# a FIN, so that a reader that was only stopped (SIGSTOP, a swapping host) reads why
+# when it wakes. Torn down (RST) if it has not read it all this much later.
+NO_PONG_GRACE_SECONDS = 30
+CLOSE_TOO_SLOW = 4008  # producers.feed's
 
 
 # Sockets whose handshake the application refused, until their disconnect.
@@ -143,6 +149,49 @@ class ReasonedWebSocketProtocol(WebSocketProtocol):
                 return
         super().serverSend(content, binary)  # raises on an oversized payload
 
+    no_pong = False
+
+    def onAutoPingTimeout(self) -> None:  # noqa: N802
+        # autobahn resets the connection: a stopped reader would lose what it has
+        # not read and never learn why. (Each ping has its own timer: said once.)
+        self.autoPingTimeoutCall = None
+        if self.no_pong or self.state != self.STATE_OPEN:
+            return
+        self.no_pong = True
+        client = ":".join(map(str, self.client_addr or ("?",)))
+        unread = buffered_bytes(self.transport) / 2**20
+        logger.warning(
+            "WebSocket %s [%s]: no pong within %d s of a ping (%.1f MiB unsent): "
+            "closing it as too slow (code %d)",
+            self.request.path,
+            client,
+            PING_TIMEOUT,
+            unread,
+            CLOSE_TOO_SLOW,
+        )
+        reason = (
+            f"too slow: no pong within {PING_TIMEOUT} s ({unread:.1f} MiB unread); "
+            "reconnect and request history"
+        )
+        self.sendClose(code=CLOSE_TOO_SLOW, reason=reason)
+        self.transport.loseConnection()  # after the buffer: the close frame, a FIN
+        # Daphne runs Twisted on the asyncio loop.
+        asyncio.get_event_loop().call_later(NO_PONG_GRACE_SECONDS, self._tear_down)
+
+    def onCloseHandshakeTimeout(self) -> None:  # noqa: N802
+        if self.no_pong:  # the peer reads nothing now: _tear_down ends it
+            self.closeHandshakeTimeoutCall = None
+            return
+        super().onCloseHandshakeTimeout()
+
+    def _tear_down(self) -> None:
+        if self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+
+    def onClose(self, wasClean, code, reason) -> None:  # noqa: N802, N803
+        # The application hears why: FeedSocket counts the socket as closed slow.
+        super().onClose(wasClean, CLOSE_TOO_SLOW if self.no_pong else code, reason)
+
     def handle_reply(self, message: dict) -> None:
         if message.get("type") == "websocket.close" and (
             self.state != self.STATE_CONNECTING  # else: refuse with HTTP 403
@@ -238,8 +287,8 @@ class Command(BaseCommand):
             websocket_max_message_size=limit,
             websocket_max_frame_size=limit,
             websocket_handshake_timeout=10,
-            ping_interval=20,
-            ping_timeout=30,
+            ping_interval=PING_INTERVAL,
+            ping_timeout=PING_TIMEOUT,
             application_close_timeout=5,
             **proxy_headers(),
         ).run()
