@@ -21,7 +21,6 @@ from multiprocessing.process import BaseProcess
 import pandas as pd
 
 from controlplane.lib.contracts import AnalysisProcess
-from controlplane.lib.memory import release_freed_memory
 from producers.analyser import Analysed, AnalyserSpec, Batch, PairAnalyser
 from producers.strategy import StrategyError
 
@@ -77,7 +76,6 @@ def _serve(conn: Connection, spec: AnalyserSpec) -> None:
                 analyser.drop(pair)
             continue
         conn.send(analyser.run(kind, batch))
-        release_freed_memory()  # the batch's temporaries (controlplane/lib/memory)
 
 
 class Child:

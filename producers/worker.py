@@ -25,7 +25,6 @@ from controlplane.lib import contracts
 from controlplane.lib.backoff import Backoff
 from controlplane.lib.contracts import AnalysisProcess, ProducerDefinition
 from controlplane.lib.hubclient import FatalError, call_api, until_reached, wait_or_stop
-from controlplane.lib.memory import release_freed_memory
 from controlplane.lib.wire import publish
 from controlplane.lib.wire.columns import Key, ProtocolError
 from producers.analyser import Analysed, AnalyserSpec, PairAnalyser
@@ -379,19 +378,6 @@ async def tick(
     then sends each consumer one message per candle, not one per pair.
     """
     fresh = await analysis.advance()
-    try:
-        await _publish_tick(publisher, analysis, fresh, closed_at)
-    finally:
-        # The candle's temporaries are freed, but glibc keeps their pages.
-        release_freed_memory()
-
-
-async def _publish_tick(
-    publisher: Publisher,
-    analysis: Analysis,
-    fresh: dict[str, pd.DataFrame],
-    closed_at: float | None,
-) -> None:
     frames = [
         publish.publish_frame(
             analysis.key(pair),
