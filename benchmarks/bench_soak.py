@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_consumer import MIB, load_average, memory  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
-from tests.processes import Stack  # noqa: E402
+from tests.processes import ROOT, Stack  # noqa: E402
 
 PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT"]
 PAIRS += ["ADA/USDT", "DOGE/USDT", "LTC/USDT", "DOT/USDT"]  # the demo's eight
@@ -155,10 +155,31 @@ def soak_table(samples: dict[str, list[tuple[float, int]]]) -> list[str]:
     return rows
 
 
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (the producer's analysis processes)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in task.read_text().split()]
+    return sorted(found)
+
+
+def start_producer(stack: Stack, args: argparse.Namespace, key: str) -> None:
+    """The demo's producer worker; under tracemalloc with ``--trace DIR``."""
+    workers = args.workers
+    if args.trace is None:
+        stack.producer("demo", key, history=True, workers=workers)
+        return
+    env = stack._worker(stack.env, "PRODUCER", "producer", key, None)
+    argv = [sys.executable, str(Path(__file__).parent / "traced.py"), args.trace]
+    argv += [str(args.trace_seconds), str(ROOT / "manage.py"), "runproducer", "demo"]
+    stack.run("producer", argv + ["--workers", str(workers or 1)], env=env)
+    stack.wait_log("producer", "rows of history", timeout=300)
+
+
 def soak(stack: Stack, args: argparse.Namespace) -> list[str]:
     secrets = set_up(stack, args, consumers=3)
     stack.hub()
-    stack.producer("demo", secrets["producer_key"], history=True)
+    start_producer(stack, args, secrets["producer_key"])
     for n, key in enumerate(secrets["consumer_keys"], 1):
         stack.consumer(f"soak-{n}", key, name=f"consumer-{n}")
     for n in range(1, 4):
@@ -169,6 +190,9 @@ def soak(stack: Stack, args: argparse.Namespace) -> list[str]:
         )
     say(f"every consumer loaded; sampling for {args.minutes:g} min")
     pids = {name: process.pid for name, process in stack.processes.items()}
+    producer = pids["producer"]
+    for n, child in enumerate(children(producer)):
+        pids[f"producer analysis {n}"] = child
     seen: dict = {"opens": 0, "updates": 0, "errors": []}
 
     async def run() -> dict:
@@ -318,6 +342,14 @@ def parse_args() -> argparse.Namespace:
     add("--pairs", type=int, default=8, choices=range(1, len(PAIRS) + 1))
     add("--rows", type=int, default=1500, help="the producer's history")
     add("--seconds-per-candle", type=float, default=5.0, help="synthetic clock")
+    add("--workers", type=int, help="the producer's --workers (its default: cores)")
+    add(
+        "--trace",
+        metavar="DIR",
+        help="run the producer under tracemalloc "
+        "(benchmarks/traced.py), snapshots in DIR; --workers 1 unless given",
+    )
+    add("--trace-seconds", type=float, default=60.0, help="between snapshots")
     add("--keep", action="store_true", help="keep the logs and the database")
     return parser.parse_args()
 
