@@ -40,9 +40,10 @@ from consumers.models import Consumer, Follow
 from producers.models import FeedToken, Producer
 producer = Producer(
     name="relayed", source="freqtrade", timeframe="5m", candle_type="spot",
-    pairs=[], upstream_host="127.0.0.1", upstream_port={port},
+    pairs=[], upstream_host="127.0.0.1", upstream_port={port}, {standby}
 )
 producer.set_upstream_token({token!r})
+{standby_token}
 producer.full_clean()
 producer.save()
 consumer = Consumer.objects.create(name="follower", sleep_time=1)
@@ -73,6 +74,38 @@ def file_name(pair: str) -> str:
     return pair.replace("/", "_").replace(":", "_") + ".parquet"
 
 
+def relay_and_follow(
+    stack: Stack,
+    secrets: dict,
+    our_out: Path,
+    ft_out: Path,
+    ft_min_rows: int,
+    ft_timeout: int,
+) -> None:
+    """The hub, the relay, and both consumers following it, once connected; the
+    FreqTrade consumer is done once it holds ``ft_min_rows`` rows per pair."""
+    stack.hub()
+    stack.producer("relayed", secrets["producer_key"], name="relay")
+    stack.consumer("follower", secrets["consumer_key"], dump=our_out)
+    stack.freqtrade_consumer(
+        "ft-consumer",
+        secrets["feed_token"],
+        timeframe="5m",
+        expect_pairs=len(PAIRS),
+        min_rows=ft_min_rows,
+        wait_new_candle=True,
+        timeout=ft_timeout,
+        sleep_time=1,
+        out=ft_out,
+    )
+    stack.wait_log("consumer", "all 3 pairs loaded", 90)
+    stack.wait_until(
+        "both consumers connected to the hub",
+        lambda: stack.log("hub").count("connected to relayed with token") >= 2,
+        60,
+    )
+
+
 def upstream(stack: Stack, name: str, port: int, rows: int, dump: Path) -> None:
     """The FreqTrade producer on ``port``, from START, once it printed READY."""
     stack.freqtrade_producer(
@@ -93,28 +126,11 @@ def test_it_relays_a_freqtrade_bot_through_a_restart(stack, tmp_path):
     port = free_port()
     first, final = tmp_path / "up1", tmp_path / "up2"
     ft_out, our_out = tmp_path / "ft", tmp_path / "ours"
-    secrets = stack.setup(SETUP.format(port=port, token=UPSTREAM_TOKEN))
+    secrets = stack.setup(
+        SETUP.format(port=port, token=UPSTREAM_TOKEN, standby="", standby_token="")
+    )
     upstream(stack, "up1", port, ROWS, first)
-    stack.hub()
-    stack.producer("relayed", secrets["producer_key"], name="relay")
-    stack.consumer("follower", secrets["consumer_key"], dump=our_out)
-    stack.freqtrade_consumer(
-        "ft-consumer",
-        secrets["feed_token"],
-        timeframe="5m",
-        expect_pairs=len(PAIRS),
-        min_rows=FT_MIN_ROWS,
-        wait_new_candle=True,
-        timeout=180,
-        sleep_time=1,
-        out=ft_out,
-    )
-    stack.wait_log("consumer", "all 3 pairs loaded", 90)
-    stack.wait_until(
-        "both consumers connected to the hub",
-        lambda: stack.log("hub").count("connected to relayed with token") >= 2,
-        60,
-    )
+    relay_and_follow(stack, secrets, our_out, ft_out, FT_MIN_ROWS, 180)
     assert stack.stop("up1", timeout=30) == 0
     stopped_at = last_date(first)
     stack.wait_log("relay", "reconnecting in")
@@ -195,27 +211,6 @@ def compare(
         )
 
 
-STANDBY_SETUP = """
-import json
-from consumers.models import Consumer, Follow
-from producers.models import FeedToken, Producer
-producer = Producer(
-    name="relayed", source="freqtrade", timeframe="5m", candle_type="spot",
-    pairs=[], upstream_host="127.0.0.1", upstream_port={primary},
-    standby_host="127.0.0.1", standby_port={standby}, failover_seconds=3,
-)
-producer.set_upstream_token({token!r})
-producer.set_standby_token({token!r})
-producer.full_clean()
-producer.save()
-consumer = Consumer.objects.create(name="follower", sleep_time=1)
-Follow.objects.create(consumer=consumer, name="default", producer=producer)
-print(json.dumps({{
-    "producer_key": producer.issue_key(),
-    "consumer_key": consumer.issue_key(),
-    "feed_token": FeedToken.issue(producer, "FreqTrade consumer")[1],
-}}))
-"""
 # How far ahead of the hub's newest candle the primary restarts: more candles than
 # seconds its start takes (the standby adds one a second meanwhile).
 AHEAD = 40
@@ -248,30 +243,17 @@ def test_it_fails_over_to_a_standby_freqtrade_bot_and_back(stack, tmp_path):
     final = tmp_path / "primary2"
     ft_out, our_out = tmp_path / "ft", tmp_path / "ours"
     secrets = stack.setup(
-        STANDBY_SETUP.format(primary=primary, standby=standby, token=UPSTREAM_TOKEN)
+        SETUP.format(
+            port=primary,
+            token=UPSTREAM_TOKEN,
+            standby=f"standby_host='127.0.0.1', standby_port={standby}, "
+            "failover_seconds=3,",
+            standby_token=f"producer.set_standby_token({UPSTREAM_TOKEN!r})",
+        )
     )
     upstream(stack, "primary", primary, ROWS, tmp_path / "primary")
     upstream(stack, "standby", standby, ROWS, tmp_path / "standby")
-    stack.hub()
-    stack.producer("relayed", secrets["producer_key"], name="relay")
-    stack.consumer("follower", secrets["consumer_key"], dump=our_out)
-    stack.freqtrade_consumer(
-        "ft-consumer",
-        secrets["feed_token"],
-        timeframe="5m",
-        expect_pairs=len(PAIRS),
-        min_rows=ROWS + 60,
-        wait_new_candle=True,
-        timeout=240,
-        sleep_time=1,
-        out=ft_out,
-    )
-    stack.wait_log("consumer", "all 3 pairs loaded", 90)
-    stack.wait_until(
-        "both consumers connected to the hub",
-        lambda: stack.log("hub").count("connected to relayed with token") >= 2,
-        60,
-    )
+    relay_and_follow(stack, secrets, our_out, ft_out, ROWS + 60, 240)
     killed = time.monotonic()
     stack.stop("primary", sig=signal.SIGKILL)
     stack.wait_log("relay", "following the standby bot", 60)
