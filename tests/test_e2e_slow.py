@@ -158,14 +158,19 @@ def test_it_bounds_a_stuck_consumer_and_a_silent_socket_and_recovers_the_consume
             assert_continuous(pairs[pair])
             assert_equal_to_hub(pairs[pair], newest[pair])
 
-    # The steady consumer got every candle as it closed: no hole to fill, no
-    # reconnect, while the other two sockets stalled.
+    # The steady consumer got every candle as it closed, while the other two sockets
+    # stalled: whole and continuous (above) with no hole to fill and no reconnect.
     steady = stack.log("steady")
     assert requests(steady) == [], steady[-3000:]
     assert steady.count(": connected to ") == 1
+    # Not delayed: its strategy kept running on each close. A run that is still
+    # going when the next candle lands takes both closes in one more run (on the
+    # newer candle), so a busy machine may skip one candle in the runs, never two.
+    coalesced = 0
     for pair in PAIRS:
-        candles = pd.Series(steady_runs[pair]).drop_duplicates()
-        assert (candles.diff().dropna() == STEP).all(), f"steady missed {pair}"
+        steps = pd.Series(steady_runs[pair]).drop_duplicates().diff().dropna()
+        assert steps.isin([STEP, 2 * STEP]).all(), f"steady fell behind on {pair}"
+        coalesced += int((steps == 2 * STEP).sum())
 
     hub_log = stack.log("hub")
     assert hub_log.count("closing it as too slow (code 4008)") == 2, hub_log[-4000:]
@@ -183,7 +188,8 @@ def test_it_bounds_a_stuck_consumer_and_a_silent_socket_and_recovers_the_consume
         f"requests) and one consumer stopped {STOPPED_SECONDS} s; stated bound "
         f"+{bound:.0f} MiB (2 x ({CAP_MB} MiB cap + 1 MiB buffer + {MESSAGE_MB} MiB "
         f"message)); steady consumer: {len(steady_runs[PAIRS[0]])} candles per "
-        "pair, 0 holes, 0 reconnects; stuck consumer: 1 reconnect (4008), "
+        f"pair ({coalesced} closes coalesced into the next run), 0 holes, 0 "
+        "reconnects; stuck consumer: 1 reconnect (4008), "
         "equal to the hub"
     )
     assert peak - base < 2 * bound, "generous margin: twice the stated bound"
