@@ -211,8 +211,12 @@ class FeedSocket(TokenSocket):
         self.subscriptions = frozenset(request.topics)
 
     async def _on_whitelist(self, request: freqtrade.Request) -> None:
-        text = freqtrade.whitelist_message(await self._whitelist())
-        await self.send(text)
+        # After the broadcasts already queued, as a frame reply: an older queued
+        # whitelist sent after this newer reply would take the consumer back.
+        async with self.sending:
+            await self._send_queued()
+            text = freqtrade.whitelist_message(await self._whitelist())
+            await self.send(text)
         self.link.replied(len(text))
 
     async def _on_analyzed_df(self, request: freqtrade.Request) -> None:

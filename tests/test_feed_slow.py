@@ -193,6 +193,27 @@ async def test_it_never_sends_a_reply_older_than_a_candle_sent_before_it(
     await worker.disconnect()
 
 
+async def test_it_sends_a_whitelist_reply_after_the_whitelists_queued_before_it(
+    producer_key, feed_token, gate
+):
+    """Sent before an older queued whitelist, the reply would be undone by it."""
+    worker, _ = await publisher(producer_key)
+    socket, _ = await feed(feed_token[0])
+    await request(socket, {"type": "subscribe", "data": ["whitelist"]})
+    await asyncio.sleep(0.05)
+    await publish(worker, [], whitelist=["BTC/USDT"], seq=1)  # being written
+    await publish(worker, [], whitelist=["BTC/USDT", "ETH/USDT"], seq=2)  # queued
+    await request(socket, {"type": "whitelist"})
+    await asyncio.sleep(0.1)
+    gate.set()
+    received = [(await receive(socket))["data"] for _ in range(3)]
+    newest = ["BTC/USDT", "ETH/USDT"]
+    assert received == [["BTC/USDT"], newest, newest]  # the reply last
+    assert await socket.receive_nothing(timeout=0.2)
+    await socket.disconnect()
+    await worker.disconnect()
+
+
 def last_date(message: dict) -> str:
     return str(message["data"]["df"]["date"].iloc[-1])
 
