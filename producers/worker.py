@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from controlplane.lib import contracts
 from controlplane.lib.backoff import Backoff
 from controlplane.lib.contracts import AnalysisProcess, ProducerDefinition
+from controlplane.lib.frames import compacted
 from controlplane.lib.hubclient import FatalError, call_api, until_reached, wait_or_stop
 from controlplane.lib.wire import publish
 from controlplane.lib.wire.columns import Key, ProtocolError
@@ -301,7 +302,8 @@ class Analysis:
 
     def _append(self, pair: str, rows: pd.DataFrame, la: datetime) -> None:
         published = pd.concat([self.analysed[pair], rows], ignore_index=True)
-        self.analysed[pair] = published.iloc[-self.history :].reset_index(drop=True)
+        kept = published.iloc[-self.history :].reset_index(drop=True)
+        self.analysed[pair] = compacted(kept)
         self.la[pair] = la
 
     def processes(self) -> list[AnalysisProcess]:

@@ -174,3 +174,24 @@ def test_it_follows_pairs_added_and_removed_without_moving_the_others(clock, poo
     assert now == {0: ["BTC/USDT", "SOL/USDT"], 1: ["ETH/USDT", "DOT/USDT"]}
     fresh = candles(clock, pooled)[0]
     assert list(fresh) == ["BTC/USDT", "ETH/USDT", "SOL/USDT", "DOT/USDT"]
+
+
+def text_chunks(frame: pd.DataFrame) -> dict[str, int]:
+    """How many Arrow chunks each text column is made of."""
+    return {
+        name: frame[name].array.__arrow_array__().num_chunks
+        for name in frame.columns
+        if isinstance(frame[name].array, pd.arrays.ArrowExtensionArray)
+    }
+
+
+def test_it_keeps_each_text_column_in_one_piece_as_candles_append(clock, in_process):
+    """Appended as one more Arrow chunk per candle, each a slice holding the whole
+    window the strategy analysed, the tags grew the worker without bound."""
+    asyncio.run(in_process.load_pairs(in_process.pairs))
+    for _ in range(30):
+        candles(clock, in_process)
+    for pair in PAIRS:
+        frame = in_process.analysed[pair]
+        assert text_chunks(frame) == {"enter_tag": 1, "exit_tag": 1}, pair
+        assert len(frame) == 300

@@ -380,3 +380,18 @@ def test_it_serves_readers_while_a_writer_appends():
     done.set()
     reader.join()
     assert errors == []
+
+
+def test_it_keeps_each_text_column_in_one_piece_as_candles_append():
+    """pd.concat appends an Arrow column as one more chunk: a long-lived frame
+    would hold one chunk per candle (and every array they slice)."""
+    store = FrameStore()
+    store.apply(KEY, make_frame(0, 300), LA)
+    for n in range(300, 340):
+        store.apply(KEY, make_frame(n, 1), LA)
+        stored_frame(store)  # joined on each read
+    frame = stored_frame(store)
+    chunks = frame["enter_tag"].array.__arrow_array__().num_chunks
+    assert chunks == 1
+    assert list(frame["enter_tag"].unique()) == ["breakout"]
+    assert frame["date"].iloc[-1] == candle(339)

@@ -17,6 +17,7 @@ from pandas import DataFrame
 # candle_close: re-exported for the data provider and scripts.
 from controlplane.lib.candles import candle_close as candle_close
 from controlplane.lib.candles import candle_steps
+from controlplane.lib.frames import compacted
 from controlplane.lib.wire.rows import Rows
 
 Key = tuple[str, str, str]  # (pair, timeframe, candle_type)
@@ -288,7 +289,7 @@ class FrameStore:
         frame = _match_dates(self._prepare(_as_frame(df)), stored["date"].dtype)
         keep = int(stored["date"].searchsorted(_like(stored["date"], first), "left"))
         merged = pd.concat([stored.iloc[:keep], frame]) if keep else frame
-        merged = _renumbered(merged.iloc[-self.max_rows :])
+        merged = compacted(_renumbered(merged.iloc[-self.max_rows :]))
         newest = _utc(merged["date"].iloc[-1])
         self._held[key] = _Held(merged, la, newest, len(merged))
         old = _like(frame["date"], held.last)
@@ -304,7 +305,7 @@ class FrameStore:
             _match_dates(self._prepare(_as_frame(p)), dtype) for p in _runs(held.tail)
         ]
         merged = pd.concat([held.frame, *parts])
-        held.frame = _renumbered(merged.iloc[-self.max_rows :])
+        held.frame = compacted(_renumbered(merged.iloc[-self.max_rows :]))
         held.tail = []
 
     def _record(self, key: Key, result: Stored | Missing) -> None:
