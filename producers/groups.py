@@ -17,7 +17,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from controlplane.lib.wire import FORMATS, FeedFormat
+from controlplane.lib.wire import FeedFormat
 from controlplane.lib.wire.shapes import Broadcast
 
 logger = logging.getLogger(__name__)
@@ -58,12 +58,22 @@ class ExpiryMessage(TypedDict):
 
 
 def feed_group(producer_name: str, fmt: FeedFormat) -> str:
-    """Every feed socket that follows ``producer_name`` in the format ``fmt``.
+    """Every subscribed feed socket that follows ``producer_name`` in the format
+    ``fmt``: the ticks' group.
 
     A group per format, so each layer message carries one format's bytes (Redis
     moves them once per hub process, not once per format).
     """
     return f"{fmt.group}.{producer_name}"[:99]
+
+
+def token_group(token_id: int) -> str:
+    """Every feed socket that uses one feed token, on every hub process.
+
+    Its revocation and expiry go here, so they reach every socket of the token,
+    subscribed or not, and wake no other socket.
+    """
+    return f"feedtoken.{token_id}"
 
 
 def publish_group(producer_name: str) -> str:
@@ -110,7 +120,7 @@ def reschedule_feed_sockets(
 
 
 def _tell_feed_sockets(producer_name: str, message: RevokeMessage | ExpiryMessage):
-    groups = [feed_group(producer_name, fmt) for fmt in FORMATS]
+    groups = [token_group(token_id) for token_id in message["token_ids"]]
     audience = f"the feed sockets of {producer_name}"
     transaction.on_commit(lambda: _send(audience, groups, message))
 

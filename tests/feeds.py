@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import numpy as np
@@ -125,3 +126,8 @@ async def receive(socket) -> dict:
 
 async def request(socket, message: dict) -> None:
     await socket.send_to(text_data=orjson.dumps(message).decode())
+    if message.get("type") == "subscribe":
+        # The socket joins the producer's feed group as it handles its first
+        # subscription (a layer round trip with Redis): ticks published before
+        # that are not its own. Let it land before the test publishes.
+        await asyncio.sleep(0.05)

@@ -14,7 +14,6 @@ from django.utils import timezone
 from pandas.testing import assert_frame_equal
 
 from controlplane.lib import counters as hub_counters
-from controlplane.lib import wire
 from controlplane.lib.wire import freqtrade
 from controlplane.lib.wire.columns import EPOCH
 from producers import tokens
@@ -365,16 +364,54 @@ async def test_it_refuses_a_reply_over_the_message_size_limit(
 async def test_it_closes_a_revoked_token_s_live_connections(feed_token, producer):
     from channels.layers import get_channel_layer
 
-    from producers.groups import FEED_REVOKE, feed_group
+    from producers.groups import FEED_REVOKE, token_group
 
     plaintext, token = feed_token
-    socket, _ = await feed(plaintext)
+    socket, _ = await feed(plaintext)  # subscribed to nothing: hears it all the same
     await get_channel_layer().group_send(
-        feed_group(producer.name, wire.FREQTRADE),
+        token_group(token.pk),
         {"type": FEED_REVOKE, "token_ids": [token.pk], "reason": "revoked"},
     )
     output = await socket.receive_output(timeout=2)
     assert output == {"type": "websocket.close", "code": 4001, "reason": "revoked"}
+
+
+async def test_only_subscribed_sockets_are_in_the_producer_s_feed_group(
+    producer, producer_key, feed_token, monkeypatch
+):
+    """A tick costs nothing for a socket that subscribed to nothing: the layer
+    does not hand it the tick at all, until its first subscription."""
+    from producers.feed import FeedSocket
+
+    handled: list[str] = []
+    original = FeedSocket.feed_tick
+
+    async def counted(self, event):
+        handled.append(self.channel_name)
+        await original(self, event)
+
+    monkeypatch.setattr(FeedSocket, "feed_tick", counted)
+    worker, _ = await publisher(producer_key)
+    idle, _ = await feed(feed_token[0])
+    socket, _ = await feed(feed_token[0])
+    await request(socket, SUBSCRIBE)
+
+    async def tick(start: str) -> None:
+        row = analysed_frame(rows=1, start=start)
+        await publish(worker, [frame("BTC/USDT", row, full=False, new_candle=True)])
+        assert (await receive(socket))["data"]["key"][0] == "BTC/USDT"
+
+    await tick("2026-11-06 05:00")
+    assert len(handled) == 1
+    assert await idle.receive_nothing(timeout=0.2)
+    await request(idle, SUBSCRIBE)
+    await request(idle, {"type": "subscribe", "data": ["analyzed_df"]})
+    await tick("2026-11-06 05:05")
+    assert (await receive(idle))["data"]["key"][0] == "BTC/USDT"
+    assert len(handled) == 3 and len(set(handled)) == 2
+    await socket.disconnect()
+    await idle.disconnect()
+    await worker.disconnect()
 
 
 async def test_it_delivers_a_candle_close_over_200_pairs_without_loss(
