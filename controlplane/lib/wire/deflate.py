@@ -7,9 +7,9 @@ process, whatever the number of consumers. Entries are keyed by the message itse
 
 libdeflate compresses: it needs 0.92x zlib's bytes at 0.4x its CPU on a 1500-row
 FreqTrade reply (docs/benchmarks.md). Its stream ends in a block with BFINAL set,
-which RFC 7692 allows (7.2.3, "BFINAL set to 1") and every decoder that starts each message afresh
-(server_no_context_takeover, which the hub always sets) reads. It has no smaller
-window than 32 KiB: a client that asks for one gets zlib's.
+which RFC 7692 allows (7.2.3, "BFINAL set to 1"), and which every decoder reads
+that starts each message afresh, as server_no_context_takeover (always set by the
+hub) lets it. It has no window under 32 KiB: a client that asks for one gets zlib's.
 """
 
 from __future__ import annotations
