@@ -81,6 +81,32 @@ def test_k_sockets_cost_one_compression(cache):
     assert decoded.decode() == message
 
 
+@pytest.mark.parametrize("size", [10, 2000, 3000, 300_000])
+def test_websockets_decodes_every_payload_message_after_message(size):
+    """The payload ends in a final block (libdeflate's): websockets, the library
+    FreqTrade's consumer uses, reads it on either side of its 2044-byte switch,
+    message after message, within its size limit."""
+    from websockets.extensions.permessage_deflate import PerMessageDeflate as Ws
+    from websockets.frames import Frame, Opcode
+
+    decoder = Ws(True, False, 15, 15)  # as a client, server_no_context_takeover
+    rows = ",".join(f"[{n},{n * 1.25:.6f},{n % 7}]" for n in range(size // 20 + 1))
+    for count in range(3):
+        message = f'{{"n":{count},"rows":[{rows}]}}'.encode()
+        payload = deflate.deflate(message)
+        frame = decoder.decode(
+            Frame(Opcode.TEXT, payload, rsv1=True), max_size=len(message)
+        )
+        assert frame.data == message
+
+
+def test_a_client_that_asks_for_a_small_window_gets_one():
+    message = ("abcdefgh" * 9000 + "".join(map(str, range(20000)))).encode()
+    payload = deflate.deflate(message, window_bits=9)
+    decoded = zlib.decompressobj(-9).decompress(payload + deflate.TAIL)
+    assert decoded == message
+
+
 def test_a_socket_without_deflate_gets_the_plain_frame(cache):
     socket = open_socket(negotiated=False)
     socket.serverSend(b"\x01\x02native", binary=True)

@@ -4,6 +4,12 @@ Every socket that negotiated deflate without server context takeover can take th
 same compressed bytes: a broadcast or a cached reply costs one compression in a hub
 process, whatever the number of consumers. Entries are keyed by the message itself
 (the text or bytes the socket would have sent) and the window size.
+
+libdeflate compresses: it needs 0.92x zlib's bytes at 0.4x its CPU on a 1500-row
+FreqTrade reply (docs/benchmarks.md). Its stream ends in a block with BFINAL set,
+which RFC 7692 allows (7.2.3, "BFINAL set to 1"), and which every decoder reads
+that starts each message afresh, as server_no_context_takeover (always set by the
+hub) lets it. It has no window under 32 KiB: a client that asks for one gets zlib's.
 """
 
 from __future__ import annotations
@@ -11,7 +17,13 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict
 
-LEVEL = zlib.Z_DEFAULT_COMPRESSION
+import deflate as libdeflate
+
+# libdeflate's 9 against its 6: 0.5% fewer bytes for 1.6x the CPU; 10 and up search
+# for optimal matches (2.5-5x the CPU, 3% fewer bytes). Measured in
+# docs/benchmarks.md.
+LEVEL = 9
+ZLIB_LEVEL = zlib.Z_DEFAULT_COMPRESSION
 # Keys are mostly the reply cache's own strings (shared, not copied): the budget
 # mainly bounds the compressed payloads and the broadcasts a Redis layer hands over.
 CACHE_BYTES = 256 << 20
@@ -20,7 +32,9 @@ TAIL = b"\x00\x00\xff\xff"  # every sync flush ends so; RFC 7692 7.2.1 drops it
 
 def deflate(data: bytes, window_bits: int = zlib.MAX_WBITS) -> bytes:
     """One message's permessage-deflate payload, independent of any other."""
-    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, -window_bits)
+    if window_bits == zlib.MAX_WBITS:
+        return libdeflate.deflate_compress(data, LEVEL)
+    compressor = zlib.compressobj(ZLIB_LEVEL, zlib.DEFLATED, -window_bits)
     payload = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
     return payload[: -len(TAIL)]
 
