@@ -193,12 +193,17 @@ def pool_words(workers: list[WorkerRow]) -> str:
         return ""
     parts = []
     for w in workers:
-        share = "no share yet" if w["pairs"] is None else f"{w['pairs']} pairs"
+        count = w["pairs"]
+        share = (
+            "no share yet"
+            if count is None
+            else f"{count} pair{'s' if count != 1 else ''}"
+        )
         took = w["candle_seconds"]
         timing = "" if took is None else f", {took:.2f} s per candle"
         parts.append(f"{w['name']} ({share}{timing})")
-    count = f"{len(workers)} worker{'s' if len(workers) != 1 else ''}"
-    return f"{count}: " + "; ".join(parts)
+    head = f"{len(workers)} worker{'s' if len(workers) != 1 else ''}"
+    return f"{head}: " + "; ".join(parts)
 
 
 def rejection_words(doc: counterdocs.ProducerDoc, now: float) -> str:

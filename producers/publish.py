@@ -155,8 +155,9 @@ class PublishSocket(TokenSocket):
             await self._leave_pool()
             await self.channel_layer.group_discard(self.group, self.channel_name)
             logger.info(
-                "publish: producer worker %s disconnected (code %s)",
+                "publish: producer worker %s%s disconnected (code %s)",
                 self.producer.name,
+                "" if self.worker is None else f" ({self.worker})",
                 code,
             )
 
@@ -351,7 +352,7 @@ class PublishSocket(TokenSocket):
             counters.worker_assigned(self.producer.name, self.channel_name, len(mine))
             logger.info(
                 "publish: producer %s's worker %s publishes %d of %d pairs "
-                "(%d workers in the pool)",
+                "(workers in the pool: %d)",
                 self.producer.name,
                 self.worker,
                 len(mine),

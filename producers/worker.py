@@ -413,10 +413,15 @@ async def publish_history(
     whitelist (a pool worker's too: the feed's whitelist is the whole producer's)."""
     pairs = analysis.pairs if pairs is None else pairs
     whitelist = list(analysis.definition.pairs)
-    for index, pair in enumerate(pairs):
+    sent: list[str] = []
+    for pair in pairs:
+        if publisher.assigned is not None and pair not in publisher.assigned:
+            continue  # the hub moved it meanwhile: it would refuse the frame
         await publisher.publish(
-            [analysis.full_frame(pair)], whitelist=whitelist if index == 0 else None
+            [analysis.full_frame(pair)], whitelist=None if sent else whitelist
         )
+        sent.append(pair)
+    pairs = sent
     newest = max(
         (
             analysis.analysed[p]["date"].iloc[-1]
@@ -578,7 +583,9 @@ async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
     if definition is not None and definition.relays:
         from producers import relay  # it builds on this module
 
-        return await relay.run(config, definition, stop)
+        # A relay follows one bot and publishes every pair it whitelists: it has
+        # no share to be assigned, so it never joins the pool.
+        return await relay.run(replace(config, worker_name=None), definition, stop)
     try:
         analysis, _ = await sync_definition(config, None, stop)
     except (StrategyError, SourceError) as exc:  # the user must fix the definition
