@@ -38,6 +38,8 @@ from controlplane.lib.wire.shapes import Tick, TickFrame
 from producers.feed import CLOSE_TOKEN_EXPIRED, CLOSE_TOKEN_REVOKED
 from producers.groups import (
     FEED_TICK,
+    POOL_CHANGED,
+    PUBLISH_REPLACED,
     KeyRevokeMessage,
     TickMessage,
     feed_group,
@@ -59,15 +61,9 @@ CLOSE_MALFORMED = 4400
 CLOSE_TOO_BIG = 4413
 # A socket of a worker name that a newer socket took over (a restarted worker's ghost).
 CLOSE_REPLACED = 4409
-# The layer message that tells a socket a newer one took its worker name.
-PUBLISH_REPLACED = "publish.replaced"
 # How often a pool socket re-reads its producer's pairs (admin edits).
 PAIRS_RELOAD_SECONDS = 5.0
 _WORKER_HEADER = publish.WORKER_HEADER.lower().encode()
-
-# This process's pool sockets per producer: a connect or a disconnect wakes the
-# others, which then tell their workers the new assignment at once.
-_pools: dict[str, set[PublishSocket]] = {}
 
 
 class PublishSocket(TokenSocket):
@@ -152,8 +148,8 @@ class PublishSocket(TokenSocket):
         if self.accepted:
             counters.producer_disconnected(self.producer.name, self.channel_name)
             self._stop_watching()
-            await self._leave_pool()
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self._leave_pool()
             logger.info(
                 "publish: producer worker %s%s disconnected (code %s)",
                 self.producer.name,
@@ -256,31 +252,33 @@ class PublishSocket(TokenSocket):
         self.assigned: list[str] | None = None
         self.assigning = asyncio.Lock()
         self.woken = asyncio.Event()
-        _pools.setdefault(self.producer.name, set()).add(self)
         if await self._hold_lease():
             await self._assign()
             self.pool = asyncio.create_task(self._keep_lease())
-        self._wake_others()
+        await self._tell_the_pool()
 
     async def _leave_pool(self) -> None:
         if self.worker is None:
             return
         if self.pool is not None and self.pool is not asyncio.current_task():
             self.pool.cancel()
-        _pools.get(self.producer.name, set()).discard(self)
         await asyncio.to_thread(
             leases.drop, self.producer.name, self.worker, self.channel_name
         )
-        self._wake_others()
+        await self._tell_the_pool()
 
-    def _wake_others(self) -> None:
-        for socket in _pools.get(self.producer.name, ()):
-            if socket is not self:
-                socket.woken.set()
+    async def _tell_the_pool(self) -> None:
+        """Wake the producer's pool sockets on every hub process: their shares
+        change now, not at their next refresh."""
+        await self.channel_layer.group_send(self.group, {"type": POOL_CHANGED})
+
+    async def pool_changed(self, event: dict) -> None:
+        if self.worker is not None and self.accepted:
+            self.woken.set()
 
     async def _keep_lease(self) -> None:
         """Refresh the lease every REFRESH_SECONDS and re-check the assignment
-        then, and at once when another socket of this process joins or leaves."""
+        then, and at once when a pool worker joins or leaves (on any hub)."""
         reloaded, failing = time.monotonic(), False
         while True:
             try:

@@ -160,6 +160,28 @@ async def test_it_follows_a_worker_that_another_hub_holds(producer_key):
     await a.disconnect()
 
 
+async def test_another_hubs_join_is_heard_at_once(producer_key, monkeypatch):
+    """The hub that takes a worker's lease tells every hub's pool sockets through
+    the channel layer: no refresh needed (here none comes for 30 s)."""
+    from channels.layers import get_channel_layer
+
+    from producers import publish as publish_socket
+    from producers.groups import POOL_CHANGED, publish_group
+
+    monkeypatch.setattr(publish_socket, "REFRESH_SECONDS", 30.0)
+    shares = assignment(PAIRS, ["worker-a", "worker-remote"])
+    a, _ = await pool_worker(producer_key, "worker-a")
+    assert await assigned(a) == PAIRS
+    assert await a.receive_nothing(timeout=0.3)  # its own join's wake-up: no change
+    await sync_to_async(Leases().hold)(
+        "alpha", "worker-remote", "elsewhere", time.time()
+    )
+    assert await a.receive_nothing(timeout=0.5)  # unheard: no refresh comes
+    await get_channel_layer().group_send(publish_group("alpha"), {"type": POOL_CHANGED})
+    assert await assigned(a, timeout=1) == shares["worker-a"]
+    await a.disconnect()
+
+
 async def test_it_refuses_a_bad_worker_name_at_the_handshake(producer_key):
     for name in ("", "x" * 65, "worker a", "<b>", "-lead"):
         _, connected = await pool_worker(producer_key, name)
