@@ -43,6 +43,9 @@ CONFIG_REFRESH_SECONDS = 30.0
 # The hub's close codes for a producer key it revoked or that expired
 # (producers/publish.py).
 CLOSE_KEY_ENDED = (4001, 4002)
+# The hub's close code for a pool worker's socket that a newer socket of the same
+# worker name replaced (producers/publish.py).
+CLOSE_REPLACED = 4409
 # A publish connection that lived this long was healthy: backoff starts over.
 STABLE_SECONDS = 60.0
 ACK_TIMEOUT = 60.0
@@ -599,6 +602,7 @@ async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
             try:
                 await serve(ws, config, running, stop, reporter)
             except (ConnectionClosed, ConnectionError, TimeoutError) as exc:
+                replaced_by_namesake(exc)
                 log_lost_hub(exc)
                 continue
             await ws.close(1001, "producer worker stopping")
@@ -608,6 +612,21 @@ async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
         running.analysis.close()
     logger.info("producer worker %s stopped", config.name)
     return 0
+
+
+def replaced_by_namesake(exc: Exception) -> None:
+    """A live worker replaced by a newer socket of its name shares its name with
+    another worker: reconnecting would take the name back and forth for good.
+
+    Raises:
+        FatalError: the hub closed this worker's socket with CLOSE_REPLACED.
+    """
+    closed = exc.rcvd if isinstance(exc, ConnectionClosed) else None
+    if closed is not None and closed.code == CLOSE_REPLACED:
+        raise FatalError(
+            f"{closed.reason}. Another producer worker runs with this worker's name: "
+            "give each worker of the pool its own --worker-name"
+        )
 
 
 def log_lost_hub(exc: Exception) -> None:

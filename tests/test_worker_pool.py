@@ -190,3 +190,23 @@ async def test_it_stops_on_a_hub_message_it_cannot_read():
             stop.set()
             analysis.close()
     assert hub.messages == []
+
+
+def test_it_stops_when_a_namesake_replaces_it():
+    """Two live workers of one name would take it from each other for good: the
+    one the hub closed with 4409 stops, saying why."""
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.frames import Close
+
+    from controlplane.lib.hubclient import FatalError
+
+    reason = "producer worker worker-a is replaced: it connected again from 10.0.0.2"
+    closed = ConnectionClosedError(Close(4409, reason), None)
+    with pytest.raises(FatalError) as ended:
+        worker.replaced_by_namesake(closed)
+    assert str(ended.value) == (
+        f"{reason}. Another producer worker runs with this worker's name: give each "
+        "worker of the pool its own --worker-name"
+    )
+    lost = ConnectionClosedError(Close(1011, "server error"), None)
+    worker.replaced_by_namesake(lost)  # any other close: reconnect as before
