@@ -252,6 +252,7 @@ class PublishSocket(TokenSocket):
         self.assigned: list[str] | None = None
         self.assigning = asyncio.Lock()
         self.woken = asyncio.Event()
+        self.leaving = False
         if await self._hold_lease():
             await self._assign()
             self.pool = asyncio.create_task(self._keep_lease())
@@ -260,8 +261,7 @@ class PublishSocket(TokenSocket):
     async def _leave_pool(self) -> None:
         if self.worker is None:
             return
-        if self.pool is not None and self.pool is not asyncio.current_task():
-            self.pool.cancel()
+        await self._stop_refreshing()
         await asyncio.to_thread(
             leases.drop, self.producer.name, self.worker, self.channel_name
         )
@@ -276,16 +276,29 @@ class PublishSocket(TokenSocket):
         if self.worker is not None and self.accepted:
             self.woken.set()
 
+    async def _stop_refreshing(self) -> None:
+        """End the refresh task after its step in flight. Cancelling it would not
+        stop a refresh already in its thread, which could write the lease again
+        after the drop: a dead worker's pairs would wait 5 s for its expiry."""
+        self.leaving = True
+        if self.pool is None or self.pool is asyncio.current_task():
+            return
+        self.woken.set()
+        await asyncio.wait({self.pool}, timeout=10)
+        self.pool.cancel()
+
     async def _keep_lease(self) -> None:
         """Refresh the lease every REFRESH_SECONDS and re-check the assignment
         then, and at once when a pool worker joins or leaves (on any hub)."""
         reloaded, failing = time.monotonic(), False
-        while True:
+        while not self.leaving:
             try:
                 await asyncio.wait_for(self.woken.wait(), REFRESH_SECONDS)
             except TimeoutError:
                 pass
             self.woken.clear()
+            if self.leaving:
+                return
             try:
                 if time.monotonic() - reloaded >= PAIRS_RELOAD_SECONDS:
                     reloaded = time.monotonic()
@@ -326,8 +339,7 @@ class PublishSocket(TokenSocket):
         await self._replaced(f"it connected again from {event['address']}")
 
     async def _replaced(self, why: str) -> None:
-        if self.pool is not None and self.pool is not asyncio.current_task():
-            self.pool.cancel()
+        await self._stop_refreshing()
         await self._end(
             CLOSE_REPLACED,
             f"producer worker {self.worker} is replaced: {why}; this older socket "
