@@ -36,6 +36,7 @@ def render(snapshot: StatusSnapshot) -> str:
         *hub_lines(snapshot),
         *producer_lines(snapshot),
         *analysis_lines(snapshot),
+        *pool_lines(snapshot),
         *pair_lines(snapshot),
         *consumer_lines(snapshot),
     ]
@@ -181,6 +182,34 @@ def analysis_lines(snapshot: StatusSnapshot) -> Iterator[str]:
             producer=name,
             process=p["index"],
         )
+
+
+def pool_lines(snapshot: StatusSnapshot) -> Iterator[str]:
+    """The named producer workers of each producer's pool."""
+    workers = [(p["name"], w) for p in snapshot["producers"] for w in p["workers"]]
+    yield from family(
+        "producer_worker_pairs",
+        "gauge",
+        "Pairs the hub assigned to the pool's producer worker.",
+    )
+    for name, w in workers:
+        if w["pairs"] is not None:
+            yield sample(
+                "producer_worker_pairs", w["pairs"], producer=name, worker=w["name"]
+            )
+    yield from family(
+        "producer_worker_candle_seconds",
+        "gauge",
+        "Seconds the pool worker's last candle's analysis took, its pairs.",
+    )
+    for name, w in workers:
+        if w["candle_seconds"] is not None:
+            yield sample(
+                "producer_worker_candle_seconds",
+                float(w["candle_seconds"]),
+                producer=name,
+                worker=w["name"],
+            )
 
 
 def pair_lines(snapshot: StatusSnapshot) -> Iterator[str]:

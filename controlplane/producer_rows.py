@@ -68,6 +68,16 @@ class AnalysisRow(TypedDict):
     words: str  # the processes, their pairs and times, in one line
 
 
+class WorkerRow(TypedDict):
+    """One named producer worker of the producer's pool (``--worker-name``)."""
+
+    name: str
+    address: str
+    since: float
+    pairs: int | None  # assigned to it by the hub; None until its first assignment
+    candle_seconds: float | None  # its last candle's analysis, as it reported
+
+
 class ProducerRow(TypedDict):
     name: str
     enabled: bool
@@ -88,6 +98,8 @@ class ProducerRow(TypedDict):
     subscribers: list[SubscriberRow]
     upstream: UpstreamRow | None  # a relay's FreqTrade bot; None otherwise
     analysis: AnalysisRow | None  # the worker's analysis processes; None: no report
+    workers: list[WorkerRow]  # the pool's named workers, by name
+    pool: str  # the pool in words; "" without named workers
     rejection: str  # the newest refused publish message, in words; "" if none recent
 
 
@@ -142,8 +154,56 @@ def producer_row(
         "subscribers": subscriber_rows(doc, owners, now),
         "upstream": upstream,
         "analysis": analysis_row(producer),
+        **pool_rows(producer, doc),
         "rejection": rejection_words(doc, now),
     }
+
+
+class PoolRows(TypedDict):
+    workers: list[WorkerRow]
+    pool: str
+
+
+def pool_rows(producer: Producer, doc: counterdocs.ProducerDoc) -> PoolRows:
+    """The named workers holding publish sockets, with their shares and times."""
+    named = sorted(
+        (s for s in doc["publishers"] if "worker" in s), key=lambda s: s["worker"]
+    )
+    reports = producer.worker_analysis_statuses([s["worker"] for s in named])
+    workers: list[WorkerRow] = []
+    for s in named:
+        report = reports.get(s["worker"])
+        workers.append(
+            {
+                "name": s["worker"],
+                "address": s["address"],
+                "since": s["since"],
+                "pairs": s.get("pairs"),
+                "candle_seconds": report["status"]["candle_seconds"]
+                if report
+                else None,
+            }
+        )
+    return {"workers": workers, "pool": pool_words(workers)}
+
+
+def pool_words(workers: list[WorkerRow]) -> str:
+    """``2 workers: a (50 pairs, 0.41 s per candle); b (50 pairs, 0.40 s ...)``."""
+    if not workers:
+        return ""
+    parts = []
+    for w in workers:
+        count = w["pairs"]
+        share = (
+            "no share yet"
+            if count is None
+            else f"{count} pair{'s' if count != 1 else ''}"
+        )
+        took = w["candle_seconds"]
+        timing = "" if took is None else f", {took:.2f} s per candle"
+        parts.append(f"{w['name']} ({share}{timing})")
+    head = f"{len(workers)} worker{'s' if len(workers) != 1 else ''}"
+    return f"{head}: " + "; ".join(parts)
 
 
 def rejection_words(doc: counterdocs.ProducerDoc, now: float) -> str:

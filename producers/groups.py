@@ -30,6 +30,11 @@ FEED_REVOKE = "feed.revoke"
 FEED_EXPIRY = "feed.expiry"
 # Layer message type that closes the publish sockets of a revoked producer key.
 PUBLISH_REVOKE = "publish.revoke"
+# Layer message type, to one publish socket: a newer socket took its worker name.
+PUBLISH_REPLACED = "publish.replaced"
+# Layer message type, to a producer's publish group: a pool worker joined or left,
+# so every hub process re-checks its pool sockets' shares at once.
+POOL_CHANGED = "pool.changed"
 
 
 class TickMessage(TypedDict):

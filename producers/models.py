@@ -307,14 +307,25 @@ class Producer(KeyHolder, models.Model):
         return f"producer-analysis:{self.name}"
 
     def record_analysis_status(self, report: contracts.AnalysisStatus) -> None:
+        """Keep the report as the producer's latest, and as its pool worker's."""
         stored: StoredAnalysisStatus = {
             "received": timezone.now().isoformat(),
             "status": report,
         }
         cache.set(self.analysis_status_key, stored, timeout=UPSTREAM_STATUS_TTL)
+        if "worker" in report:
+            key = f"{self.analysis_status_key}:{report['worker']}"
+            cache.set(key, stored, timeout=UPSTREAM_STATUS_TTL)
 
     def last_analysis_status(self) -> StoredAnalysisStatus | None:
         return cache.get(self.analysis_status_key)
+
+    def worker_analysis_statuses(
+        self, workers: list[str]
+    ) -> dict[str, StoredAnalysisStatus]:
+        """The pool workers' latest reports, by worker name (those that sent one)."""
+        keys = {f"{self.analysis_status_key}:{w}": w for w in workers}
+        return {keys[k]: v for k, v in cache.get_many(list(keys)).items()}
 
     def stream_keys(self) -> list[tuple[str, str, str]]:
         return [(pair, self.timeframe, self.candle_type) for pair in self.pairs]

@@ -5,6 +5,11 @@ publish (controlplane/lib/wire/publish.py) is checked whole, then updates the
 snapshots; the tick's broadcast is encoded once per feed format (wire.FORMATS) and
 sent as one layer message to that format's group, so a feed socket receives only
 its own format's bytes.
+
+A worker that names itself (the X-Candlecast-Worker header) joins its producer's pool:
+it holds a lease (producers/leases.py), is told its pairs with assign messages, and
+its frames for any other pair are refused. A socket without a name publishes any of
+the producer's pairs, as before the pool.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,18 +25,27 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from controlplane.lib import counters
-from controlplane.lib.auth import TokenSocket, scope_address, scope_token, throttle
+from controlplane.lib.auth import (
+    TokenSocket,
+    header,
+    scope_address,
+    scope_token,
+    throttle,
+)
 from controlplane.lib.wire import FORMATS, publish
 from controlplane.lib.wire.columns import ProtocolError, parse_datetime
 from controlplane.lib.wire.shapes import Tick, TickFrame
 from producers.feed import CLOSE_TOKEN_EXPIRED, CLOSE_TOKEN_REVOKED
 from producers.groups import (
     FEED_TICK,
+    POOL_CHANGED,
+    PUBLISH_REPLACED,
     KeyRevokeMessage,
     TickMessage,
     feed_group,
     publish_group,
 )
+from producers.leases import REFRESH_SECONDS, leases
 from producers.models import Producer, ProducerKey
 from producers.snapshots import (
     SnapshotStore,
@@ -44,6 +59,11 @@ logger = logging.getLogger(__name__)
 # Close codes (application range, HTTP's numbers) for a message the hub cannot take.
 CLOSE_MALFORMED = 4400
 CLOSE_TOO_BIG = 4413
+# A socket of a worker name that a newer socket took over (a restarted worker's ghost).
+CLOSE_REPLACED = 4409
+# How often a pool socket re-reads its producer's pairs (admin edits).
+PAIRS_RELOAD_SECONDS = 5.0
+_WORKER_HEADER = publish.WORKER_HEADER.lower().encode()
 
 
 class PublishSocket(TokenSocket):
@@ -51,9 +71,20 @@ class PublishSocket(TokenSocket):
     key: ProducerKey  # once accepted
     accepted = False
     watch: asyncio.Task | None = None
+    worker: str | None = None  # a pool worker's name; None: publishes any pair
+    pool: asyncio.Task | None = None
 
     async def connect(self) -> None:
         self.address = scope_address(self.scope)
+        named = header(self.scope, _WORKER_HEADER)
+        why = None if named is None else publish.worker_name_refusal(named)
+        if why is not None:
+            # A configuration error: the worker must be restarted with another name,
+            # so the handshake is refused (the worker checks its name itself first).
+            counters.handshake_refused("worker_name")
+            logger.warning("publish: refused %s: %s", self.address, why)
+            await self.close()
+            return
         secret = scope_token(self.scope, allow_query=False)
         key, why = await self._key_for(secret)
         if key is None:
@@ -80,12 +111,17 @@ class PublishSocket(TokenSocket):
         await self.accept()
         self.producer, self.key, self.accepted, self.broadcasts = producer, key, True, 0
         self.watch = asyncio.create_task(self._watch_key())
-        counters.producer_connected(self.producer.name, self.channel_name, self.address)
+        counters.producer_connected(
+            self.producer.name, self.channel_name, self.address, named
+        )
         logger.info(
-            "publish: producer worker %s connected from %s",
+            "publish: producer worker %s%s connected from %s",
             self.producer.name,
+            "" if named is None else f" ({named})",
             self.address,
         )
+        if named is not None:
+            await self._join_pool(named)
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -102,6 +138,10 @@ class PublishSocket(TokenSocket):
                 )
                 counters.producer_disconnected(self.producer.name, self.channel_name)
                 self._stop_watching()
+                try:
+                    await self._leave_pool()
+                except Exception:  # the cache is Redis too: the lease expires
+                    pass
             raise
 
     async def disconnect(self, code: int) -> None:
@@ -109,9 +149,11 @@ class PublishSocket(TokenSocket):
             counters.producer_disconnected(self.producer.name, self.channel_name)
             self._stop_watching()
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self._leave_pool()
             logger.info(
-                "publish: producer worker %s disconnected (code %s)",
+                "publish: producer worker %s%s disconnected (code %s)",
                 self.producer.name,
+                "" if self.worker is None else f" ({self.worker})",
                 code,
             )
 
@@ -132,8 +174,11 @@ class PublishSocket(TokenSocket):
             await self._refuse(CLOSE_MALFORMED, str(exc))
             return
         seq = message["seq"]
+        refused = await self._foreign_frames(message["data"]) if self.worker else ""
         try:
-            tick, updates = await store_publish(self.producer, message["data"])
+            tick, updates = await store_publish(
+                self.producer, message["data"], pool=self.worker is not None
+            )
         except ProtocolError as exc:
             logger.warning(
                 "publish: %s sent a bad message: %s", self.producer.name, exc
@@ -151,7 +196,10 @@ class PublishSocket(TokenSocket):
         counters.published(self.producer.name, updates, len(text), new_candles)
         if tick.frames or tick.whitelist is not None:
             await self._broadcast(tick)
-        await self.send(publish.ack_message(seq))
+        if refused:
+            await self.send(publish.error_message(seq, refused))
+        else:
+            await self.send(publish.ack_message(seq))
 
     async def _refuse(self, code: int, why: str) -> None:
         """A message that breaks the protocol ends the socket: a worker that sends
@@ -195,6 +243,164 @@ class PublishSocket(TokenSocket):
                 await self.channel_layer.group_send(
                     feed_group(self.producer.name, fmt), event
                 )
+
+    ### The pool
+
+    async def _join_pool(self, worker: str) -> None:
+        self.worker, self.since = worker, time.time()
+        self.pairs = list(self.producer.pairs)  # the definition's, re-read now and then
+        self.assigned: list[str] | None = None
+        self.assigning = asyncio.Lock()
+        self.woken = asyncio.Event()
+        self.leaving = False
+        if await self._hold_lease():
+            await self._assign()
+            self.pool = asyncio.create_task(self._keep_lease())
+        await self._tell_the_pool()
+
+    async def _leave_pool(self) -> None:
+        if self.worker is None:
+            return
+        await self._stop_refreshing()
+        await asyncio.to_thread(
+            leases.drop, self.producer.name, self.worker, self.channel_name
+        )
+        await self._tell_the_pool()
+
+    async def _tell_the_pool(self) -> None:
+        """Wake the producer's pool sockets on every hub process: their shares
+        change now, not at their next refresh."""
+        await self.channel_layer.group_send(self.group, {"type": POOL_CHANGED})
+
+    async def pool_changed(self, event: dict) -> None:
+        if self.worker is not None and self.accepted:
+            self.woken.set()
+
+    async def _stop_refreshing(self) -> None:
+        """End the refresh task after its step in flight. Cancelling it would not
+        stop a refresh already in its thread, which could write the lease again
+        after the drop: a dead worker's pairs would wait 5 s for its expiry."""
+        self.leaving = True
+        if self.pool is None or self.pool is asyncio.current_task():
+            return
+        self.woken.set()
+        await asyncio.wait({self.pool}, timeout=10)
+        self.pool.cancel()
+
+    async def _keep_lease(self) -> None:
+        """Refresh the lease every REFRESH_SECONDS and re-check the assignment
+        then, and at once when a pool worker joins or leaves (on any hub)."""
+        reloaded, failing = time.monotonic(), False
+        while not self.leaving:
+            try:
+                await asyncio.wait_for(self.woken.wait(), REFRESH_SECONDS)
+            except TimeoutError:
+                pass
+            self.woken.clear()
+            if self.leaving:
+                return
+            try:
+                if time.monotonic() - reloaded >= PAIRS_RELOAD_SECONDS:
+                    reloaded = time.monotonic()
+                    self.pairs = await self._definition_pairs()
+                if not await self._hold_lease():
+                    return
+                await self._assign()
+            except Exception as exc:  # the cache (Redis) is down: the lease lapses
+                if not failing:
+                    logger.error(
+                        "publish: cannot refresh producer worker %s's lease (%s): "
+                        "the pool gives its pairs to others until the cache is back",
+                        self.worker,
+                        exc,
+                    )
+                failing = True
+            else:
+                failing = False
+
+    async def _hold_lease(self) -> bool:
+        """Take or refresh the lease; False when a newer socket holds the name
+        (this socket is closed then)."""
+        assert self.worker is not None
+        other = await asyncio.to_thread(
+            leases.hold, self.producer.name, self.worker, self.channel_name, self.since
+        )
+        if other == self.channel_name:
+            await self._replaced("another socket of this name connected later")
+            return False
+        if other is not None:
+            await self.channel_layer.send(
+                other, {"type": PUBLISH_REPLACED, "address": self.address}
+            )
+        return True
+
+    async def publish_replaced(self, event: dict) -> None:
+        """A newer socket took this worker name: this one is its ghost."""
+        await self._replaced(f"it connected again from {event['address']}")
+
+    async def _replaced(self, why: str) -> None:
+        await self._stop_refreshing()
+        await self._end(
+            CLOSE_REPLACED,
+            f"producer worker {self.worker} is replaced: {why}; this older socket "
+            "is closed",
+        )
+
+    async def _assign(self) -> None:
+        """Tell the worker its pairs when they changed (one check at a time, so an
+        older answer never follows a newer one)."""
+        assert self.worker is not None
+        async with self.assigning:
+            shares = await asyncio.to_thread(
+                leases.shares, self.producer.name, self.pairs
+            )
+            mine = shares.get(self.worker, [])
+            if mine == self.assigned:
+                return
+            self.assigned = mine
+            await self.send(publish.assign_message(mine))
+            counters.worker_assigned(self.producer.name, self.channel_name, len(mine))
+            logger.info(
+                "publish: producer %s's worker %s publishes %d of %d pairs "
+                "(workers in the pool: %d)",
+                self.producer.name,
+                self.worker,
+                len(mine),
+                len(self.pairs),
+                len(shares),
+            )
+
+    async def _foreign_frames(self, data: publish.PublishData) -> str:
+        """Take out of ``data`` the frames of pairs not assigned to this worker;
+        why, in words ("" when all are its own). The whitelist is the definition's.
+
+        Checked against the assignment as of now, not as last told: the worker
+        that lost a pair may not have heard yet, and two workers' rows must never
+        mix for one candle.
+        """
+        await self._assign()
+        mine = set(self.assigned or ())
+        foreign = [f["key"][0] for f in data["frames"] if f["key"][0] not in mine]
+        if data["whitelist"] is not None:
+            data["whitelist"] = list(self.pairs)
+        if not foreign:
+            return ""
+        data["frames"] = [f for f in data["frames"] if f["key"][0] in mine]
+        why = (
+            f"frames for {', '.join(foreign)} refused: not assigned to producer "
+            f"worker {self.worker} (the pool gave them to another worker, or the "
+            "producer has no such pair); its other frames were stored"
+        )
+        logger.warning("publish: %s: %s", self.producer.name, why)
+        counters.publish_rejected(self.producer.name, why)
+        return why
+
+    @database_sync_to_async
+    def _definition_pairs(self) -> list[str]:
+        pairs = Producer.objects.filter(pk=self.producer.pk).values_list(
+            "pairs", flat=True
+        )
+        return list(pairs.first() or self.pairs)
 
     ### The producer key
 
@@ -263,13 +469,15 @@ class PublishSocket(TokenSocket):
 
 
 async def store_publish(
-    producer: Producer, data: publish.PublishData
+    producer: Producer, data: publish.PublishData, *, pool: bool = False
 ) -> tuple[Tick, list[counters.PairUpdate]]:
     """Store a checked publish's whitelist and frames; the tick to broadcast, and
     each stored pair's counters for the status page.
 
     Every frame is checked and encoded before the first is stored: a bad frame
     anywhere leaves the snapshots as they were, never half a message applied.
+    ``pool``: from a pool worker, whose history of a pair it just took over may
+    end a candle before the previous owner's newest (see SnapshotStore.republish).
 
     Raises:
         ProtocolError: a frame does not belong to this producer, or holds a value
@@ -286,7 +494,7 @@ async def store_publish(
     if whitelist is not None and await store.set_whitelist(producer.name, whitelist):
         tick.whitelist = whitelist
     for frame in ready:
-        stored = await store_frame(store, frame)
+        stored = await store_frame(store, frame, handover=pool)
         if stored is not None:
             tick.frames.append(stored[0])
             updates.append(stored[1])
@@ -328,20 +536,17 @@ def prepare_frame(
 
 
 async def store_frame(
-    store: SnapshotStore, ready: ReadyFrame
+    store: SnapshotStore, ready: ReadyFrame, *, handover: bool = False
 ) -> tuple[TickFrame, counters.PairUpdate] | None:
     """Store one prepared frame; its rows to broadcast (None: nothing new to send)."""
     frame, la = ready.frame, ready.la
-    update = store.republish if frame["full"] else store.upsert
-    changed = await update(
-        ready.key,
-        frame["columns"],
-        ready.rows,
-        ready.packed,
-        ready.dates,
-        la,
-        dtypes=frame["dtypes"],
-    )
+    args = (ready.key, frame["columns"], ready.rows, ready.packed, ready.dates, la)
+    if frame["full"]:
+        changed = await store.republish(
+            *args, dtypes=frame["dtypes"], keep_newer=handover
+        )
+    else:
+        changed = await store.upsert(*args, dtypes=frame["dtypes"])
     # FreqTrade broadcasts only the newest row(s), never a full frame: consumers
     # that are connected append it; new ones ask for the history. A history whose
     # older rows changed (a restarted producer re-analysed them) goes out from its

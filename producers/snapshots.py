@@ -114,6 +114,7 @@ class SnapshotStore(ABC):
         la: datetime,
         *,
         dtypes: list[str] | None = None,
+        keep_newer: bool = False,
     ) -> int:
         """``replace`` with a producer's whole history; returns how many of its
         newest rows subscribers must be sent to end equal to it.
@@ -124,11 +125,21 @@ class SnapshotStore(ABC):
         these. When FULL_FRAME_ROWS rows or more differ, subscribers would take them
         for a whole frame: then all of them.
 
+        ``keep_newer``: the history of a pool worker that just took the pair over.
+        Its source may be a candle behind the previous owner's (each worker runs
+        its own clock): when the history ends on a candle the store holds, the
+        stored rows after it are kept after it, and the new owner's next candle
+        replaces them by date. Consumers already hold those rows, so they stay
+        equal to the hub, and no candle is lost.
+
         Raises:
-            HistoryRewound: the history ends before the newest stored candle.
+            HistoryRewound: the history ends before the newest stored candle (with
+                ``keep_newer``: on a candle the store does not hold).
         """
         _check_rows(rows, packed, dates)
         found = await self._read_tail(key, None)
+        if keep_newer and found is not None and rows:
+            rows, packed, dates = _with_newer(found[0], columns, rows, packed, dates)
         await self._write(
             "replace", key, list(columns), rows, dates, la, packed, dtypes
         )
@@ -306,6 +317,38 @@ def _unchanged_prefix(
         if packed[index] not in same:
             return index
     return len(packed)
+
+
+def _with_newer(
+    held: Snapshot,
+    columns: list[str],
+    rows: list[bytes],
+    packed: list[bytes],
+    dates: list[int],
+) -> tuple[list[bytes], list[bytes], list[int]]:
+    """The history followed by the held rows newer than its last one, when it ends
+    on a held candle with the held columns; else the history as it is."""
+    if held.columns != columns or not held.rows or len(held.packed) != len(held.rows):
+        return rows, packed, dates
+    at, last = columns.index("date"), dates[-1]
+    newer: list[int] = []
+    for row in reversed(held.rows):
+        date = orjson.loads(row)[at]
+        if date <= last:
+            if date != last:
+                return rows, packed, dates  # not a held candle: a rewound history
+            break
+        newer.append(date)
+    else:
+        return rows, packed, dates  # every held row is newer: no common candle
+    if not newer:
+        return rows, packed, dates
+    cut = len(held.rows) - len(newer)
+    return (
+        [*rows, *held.rows[cut:]],
+        [*packed, *held.packed[cut:]],
+        [*dates, *reversed(newer)],
+    )
 
 
 def _check_forward(key: StreamKey, dates: list[int], held: list[int]) -> None:

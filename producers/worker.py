@@ -3,6 +3,10 @@
 It reads its definition from the hub's HTTP API (so it can run on another host and
 imports no ORM), publishes the whole history on every connection (a restarted hub
 has lost nothing for long), then one tick message per new candle for all pairs.
+
+A worker with a name (``--worker-name``, by default host:pid) is one of its
+producer's pool: it publishes only the pairs the hub assigns it, and takes over a
+lost worker's pairs when the hub says so, their history first.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ CONFIG_REFRESH_SECONDS = 30.0
 # The hub's close codes for a producer key it revoked or that expired
 # (producers/publish.py).
 CLOSE_KEY_ENDED = (4001, 4002)
+# The hub's close code for a pool worker's socket that a newer socket of the same
+# worker name replaced (producers/publish.py).
+CLOSE_REPLACED = 4409
 # A publish connection that lived this long was healthy: backoff starts over.
 STABLE_SECONDS = 60.0
 ACK_TIMEOUT = 60.0
@@ -53,6 +60,7 @@ class WorkerConfig:
     backoff_initial: float = 1.0
     workers: int = 1  # analysis processes; 1: in the worker's own process
     backoff_max: float = 60.0
+    worker_name: str | None = None  # one of the producer's pool; None: all pairs
 
     @property
     def config_url(self) -> str:
@@ -167,6 +175,8 @@ class Analysis:
         )
         self.analysed: dict[str, pd.DataFrame] = {}
         self.la: dict[str, datetime] = {}
+        # A pool worker's share of the pairs, as the hub last said (None: all).
+        self.assigned: list[str] | None = None
         # The newest candle handed to the analyser, per pair.
         self.last: dict[str, pd.Timestamp] = {}
         self.tick_seconds: float | None = None
@@ -195,7 +205,11 @@ class Analysis:
 
     @property
     def pairs(self) -> list[str]:
-        return list(self.definition.pairs)
+        """The pairs this worker analyses: the definition's, or its share of them."""
+        if self.assigned is None:
+            return list(self.definition.pairs)
+        mine = set(self.assigned)
+        return [pair for pair in self.definition.pairs if pair in mine]
 
     def key(self, pair: str) -> Key:
         return (pair, self.timeframe, self.candle_type)
@@ -326,33 +340,91 @@ class Analysis:
 
 
 class Publisher:
+    """The publish socket's two directions: ``publish`` sends and awaits its answer;
+    one reader task takes every message of the hub's, answers and assign messages
+    (which come at any time, to a pool worker) alike."""
+
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.seq = 0
+        self.answer: asyncio.Future | None = None  # of the publish in flight
+        self.assigned: list[str] | None = None  # the newest assign not yet applied
+        self.assign_came = asyncio.Event()
+        self.failure: Exception | None = None
+        self.reader = asyncio.create_task(self._read())
 
     async def publish(self, frames: list, whitelist: list[str] | None = None) -> None:
+        self.raise_failure()
         self.seq += 1
+        self.answer = asyncio.get_running_loop().create_future()
         await self.ws.send(publish.publish_message(self.seq, frames, whitelist))
         try:
-            reply = publish.parse_hub_reply(
-                await asyncio.wait_for(self.ws.recv(), ACK_TIMEOUT)
-            )
-        except ProtocolError as exc:
-            raise ConnectionError(str(exc)) from exc
+            reply = await asyncio.wait_for(asyncio.shield(self.answer), ACK_TIMEOUT)
+        finally:
+            self.answer = None
         if reply["type"] == "error":
-            # The hub kept serving; this message was refused (logged there too).
+            # The hub kept serving; this message (or part of it) was refused.
             logger.error("the hub refused publish %s: %s", self.seq, reply["data"])
         elif reply["seq"] != self.seq:
             raise ConnectionError(f"the hub acked {reply['seq']}, expected {self.seq}")
 
+    def take_assignment(self) -> list[str] | None:
+        """The pairs of the newest assign message since the last call, if any."""
+        pairs, self.assigned = self.assigned, None
+        self.assign_came.clear()
+        return pairs
 
-async def publish_history(publisher: Publisher, analysis: Analysis) -> None:
-    """All pairs' full frames, one message each (each stays under the size limit)."""
-    pairs = analysis.pairs
-    for index, pair in enumerate(pairs):
+    async def _read(self) -> None:
+        try:
+            async for text in self.ws:
+                reply = publish.parse_hub_reply(text)
+                if reply["type"] == "assign":
+                    self.assigned = reply["data"]["pairs"]
+                    self.assign_came.set()
+                elif self.answer is not None and not self.answer.done():
+                    self.answer.set_result(reply)
+                elif reply["type"] == "error":  # a refusal the hub closes after
+                    logger.error("the hub says: %s", reply["data"])
+                else:
+                    raise ProtocolError(f"the hub acked {reply['seq']} unasked")
+            self._fail(self.ws.protocol.close_exc)
+        except ProtocolError as exc:
+            self._fail(ConnectionError(str(exc)))
+        except ConnectionClosed as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        self.failure = exc
+        self.assign_came.set()  # a waiting loop wakes, and raises
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_exception(exc)
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    async def close(self) -> None:
+        self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+
+
+async def publish_history(
+    publisher: Publisher, analysis: Analysis, pairs: list[str] | None = None
+) -> None:
+    """The pairs' full frames (all of this worker's by default), one message each
+    (each stays under the size limit); the first carries the definition's
+    whitelist (a pool worker's too: the feed's whitelist is the whole producer's)."""
+    pairs = analysis.pairs if pairs is None else pairs
+    whitelist = list(analysis.definition.pairs)
+    sent: list[str] = []
+    for pair in pairs:
+        if publisher.assigned is not None and pair not in publisher.assigned:
+            continue  # the hub moved it meanwhile: it would refuse the frame
         await publisher.publish(
-            [analysis.full_frame(pair)], whitelist=pairs if index == 0 else None
+            [analysis.full_frame(pair)], whitelist=None if sent else whitelist
         )
+        sent.append(pair)
+    pairs = sent
     newest = max(
         (
             analysis.analysed[p]["date"].iloc[-1]
@@ -361,6 +433,8 @@ async def publish_history(publisher: Publisher, analysis: Analysis) -> None:
         ),
         default=None,
     )
+    if not pairs:
+        return
     logger.info(
         "published %d rows of history for %d pairs, up to %s",
         analysis.history,
@@ -420,7 +494,7 @@ def process_exception(exc: Exception) -> Exception | None:
     if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403, 404):
         return FatalError(
             f"the hub refused the publish socket ({exc.response.status_code}): check "
-            "the producer key and that the producer is enabled"
+            "the producer key, that the producer is enabled, and the worker name"
         )
     if isinstance(exc, ConnectionError):
         return None
@@ -449,28 +523,33 @@ async def sync_definition(
         )
         workers = min(config.workers, max(1, len(definition.pairs)))
         fresh = await asyncio.to_thread(Analysis, definition, workers)
+        if config.worker_name is not None:
+            # A pool worker's share comes from the hub; until then, no pair.
+            fresh.assigned = [] if analysis is None else analysis.assigned
         try:
             await fresh.load_pairs(fresh.pairs)
         except BaseException:
             fresh.close()
             raise
         logger.info(
-            "analysing %d pairs %s",
-            len(fresh.pairs),
+            "analysing %s %s",
+            f"{len(fresh.pairs)} pairs"
+            if fresh.assigned is None
+            else f"the pairs the hub assigns worker {config.worker_name}",
             f"on {workers} processes" if workers > 1 else "in this process",
         )
         if analysis is not None:
             analysis.close()
         return fresh, True
-    added = [p for p in definition.pairs if p not in analysis.analysed]
+    analysis.definition = definition
+    added = [p for p in analysis.pairs if p not in analysis.analysed]
     logger.info(
-        "producer %s: pairs changed (%d now, %d new)",
+        "producer %s: pairs changed (%d now, %d new here)",
         definition.name,
         len(definition.pairs),
         len(added),
     )
-    analysis.definition = definition
-    analysis.forget(set(analysis.analysed) - set(definition.pairs))
+    analysis.forget(set(analysis.analysed) - set(analysis.pairs))
     await analysis.load_pairs(added)
     return analysis, True
 
@@ -507,7 +586,9 @@ async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
     if definition is not None and definition.relays:
         from producers import relay  # it builds on this module
 
-        return await relay.run(config, definition, stop)
+        # A relay follows one bot and publishes every pair it whitelists: it has
+        # no share to be assigned, so it never joins the pool.
+        return await relay.run(replace(config, worker_name=None), definition, stop)
     try:
         analysis, _ = await sync_definition(config, None, stop)
     except (StrategyError, SourceError) as exc:  # the user must fix the definition
@@ -521,6 +602,7 @@ async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
             try:
                 await serve(ws, config, running, stop, reporter)
             except (ConnectionClosed, ConnectionError, TimeoutError) as exc:
+                replaced_by_namesake(exc)
                 log_lost_hub(exc)
                 continue
             await ws.close(1001, "producer worker stopping")
@@ -530,6 +612,21 @@ async def _run(config: WorkerConfig, stop: asyncio.Event) -> int:
         running.analysis.close()
     logger.info("producer worker %s stopped", config.name)
     return 0
+
+
+def replaced_by_namesake(exc: Exception) -> None:
+    """A live worker replaced by a newer socket of its name shares its name with
+    another worker: reconnecting would take the name back and forth for good.
+
+    Raises:
+        FatalError: the hub closed this worker's socket with CLOSE_REPLACED.
+    """
+    closed = exc.rcvd if isinstance(exc, ConnectionClosed) else None
+    if closed is not None and closed.code == CLOSE_REPLACED:
+        raise FatalError(
+            f"{closed.reason}. Another producer worker runs with this worker's name: "
+            "give each worker of the pool its own --worker-name"
+        )
 
 
 def log_lost_hub(exc: Exception) -> None:
@@ -555,10 +652,13 @@ async def hub_connections(
     ``stop``: a SIGTERM while the hub is away would wait for the hub. Every wait for
     the next connection races the stop, so the worker always ends at once.
     """
+    headers = {"Authorization": f"Bearer {config.key}"}
+    if config.worker_name is not None:
+        headers[publish.WORKER_HEADER] = config.worker_name
     attempts = aiter(
         connect(
             config.publish_url,
-            additional_headers={"Authorization": f"Bearer {config.key}"},
+            additional_headers=headers,
             max_size=config.message_size_limit,
             compression=None,  # frames go to one hub; deflate would only cost CPU
             process_exception=process_exception,
@@ -624,6 +724,63 @@ async def wait_while_open(
     return False
 
 
+async def wait_for_work(
+    publisher: Publisher, stop: asyncio.Event, seconds: float
+) -> bool:
+    """``wait_while_open``, also ended by an assign message; True when stop was set.
+
+    Raises:
+        ConnectionClosed, ConnectionError: the hub went away, or broke the protocol.
+    """
+    stopped = asyncio.ensure_future(stop.wait())
+    closed = asyncio.ensure_future(publisher.ws.wait_closed())
+    assigned = asyncio.ensure_future(publisher.assign_came.wait())
+    try:
+        await asyncio.wait(
+            {stopped, closed, assigned},
+            timeout=max(seconds, 0),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        for waiter in (stopped, closed, assigned):
+            waiter.cancel()
+    if stop.is_set():
+        return True
+    publisher.raise_failure()
+    if closed.done() and not closed.cancelled():
+        raise publisher.ws.protocol.close_exc  # with the hub's close code and reason
+    return False
+
+
+async def take_share(
+    publisher: Publisher, analysis: Analysis, pairs: list[str], *, whole: bool
+) -> None:
+    """Apply the hub's assign: forget the pairs this worker lost, load the ones it
+    gained and publish their history at once, before their next candle (with
+    ``whole``, the first assign on a connection: the history of all its pairs).
+
+    Raises:
+        FatalError: the strategy fails on a new pair (as it would at start).
+    """
+    before = set(analysis.pairs)
+    analysis.assigned = list(pairs)
+    lost = before - set(analysis.pairs)
+    analysis.forget(lost & set(analysis.analysed))
+    gained = [p for p in analysis.pairs if p not in analysis.analysed]
+    try:
+        await analysis.load_pairs(gained)
+    except StrategyError as exc:
+        raise FatalError(str(exc)) from exc
+    logger.info(
+        "the hub assigns this worker %d of %d pairs (%d new, %d given up)",
+        len(analysis.pairs),
+        len(analysis.definition.pairs),
+        len(gained),
+        len(lost),
+    )
+    await publish_history(publisher, analysis, analysis.pairs if whole else gained)
+
+
 @dataclass
 class Running:
     """The analysis in use: a refresh may replace it while a connection serves."""
@@ -639,16 +796,41 @@ async def serve(
     reporter: StatusReporter,
 ) -> None:
     publisher = Publisher(ws)
-    await publish_history(publisher, running.analysis)
-    reporter.report(running.analysis)
+    try:
+        await _serve(publisher, config, running, stop, reporter)
+    finally:
+        await publisher.close()
+
+
+async def _serve(
+    publisher: Publisher,
+    config: WorkerConfig,
+    running: Running,
+    stop: asyncio.Event,
+    reporter: StatusReporter,
+) -> None:
+    # A pool worker publishes nothing before the hub's first assign on this
+    # connection; then the whole history of its share (a restarted hub lost it).
+    waiting = config.worker_name is not None
+    if not waiting:
+        await publish_history(publisher, running.analysis)
+        reporter.report(running.analysis)
     refreshed = asyncio.get_running_loop().time()
     while not stop.is_set():
         # A little past the close, so the source's clock has surely passed it.
         wait = running.analysis.source.seconds_until_next_close() + 0.02
         closes = wait <= CONFIG_REFRESH_SECONDS
         closed_at = time.time() + wait - 0.02 if closes else None
-        if await wait_while_open(ws, stop, min(wait, CONFIG_REFRESH_SECONDS)):
+        if await wait_for_work(publisher, stop, min(wait, CONFIG_REFRESH_SECONDS)):
             break
+        pairs = publisher.take_assignment()
+        if pairs is not None:
+            await take_share(publisher, running.analysis, pairs, whole=waiting)
+            waiting, closed_at = False, None
+        if waiting:
+            continue
+        # Right after an assign too: a close that passed while the new pairs
+        # loaded is published now, not a whole candle later.
         await tick(publisher, running.analysis, closed_at)
         reporter.report(running.analysis)
         if asyncio.get_running_loop().time() - refreshed >= CONFIG_REFRESH_SECONDS:
@@ -675,6 +857,8 @@ class StatusReporter:
             "candle_seconds": analysis.tick_seconds,
             "processes": analysis.processes(),
         }
+        if self.config.worker_name is not None:
+            status["worker"] = self.config.worker_name
         self.task = asyncio.create_task(self._send(json.dumps(status).encode()))
 
     async def _send(self, body: bytes) -> None:

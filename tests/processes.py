@@ -186,12 +186,15 @@ class Stack:
         history: bool = False,
         env: dict | None = None,
         workers: int | None = None,
+        worker_name: str | None = None,
     ) -> subprocess.Popen:
         """``runproducer producer`` with ``key``, publishing to ``hub`` (a port);
         ``history``: return once it published its history; ``workers``: its
-        analysis processes (the command's default: one per core)."""
+        analysis processes (the command's default: one per core); ``worker_name``:
+        its name in the producer's pool (the command's default: host:pid)."""
         env = self._worker(env or {}, "PRODUCER", name, key, hub)
         args = ["--workers", str(workers)] if workers else []
+        args += ["--worker-name", worker_name] if worker_name else []
         process = self.start(name, "runproducer", producer, *args, env=env)
         if history:
             self.wait_log(name, "rows of history")

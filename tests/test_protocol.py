@@ -538,7 +538,7 @@ def test_it_writes_and_reads_the_hubs_replies():
         "seq": 3,
     }
     assert publish.parse_hub_reply(error)["data"] == "bad frame"
-    with pytest.raises(ProtocolError, match="expected an ack or an error"):
+    with pytest.raises(ProtocolError, match="expected an ack, an error or an assign"):
         publish.parse_hub_reply('{"type":"ack"}')
 
 

@@ -92,6 +92,7 @@ def test_it_counts_refused_handshakes_by_reason():
         "throttled": 1,
         "credentials": 2,
         "disabled": 0,
+        "worker_name": 0,
     }
     with pytest.raises(ValueError, match="unknown refusal"):
         counters.handshake_refused("bored")

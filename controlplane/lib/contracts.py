@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict, cast
 from urllib.parse import quote
 
+from controlplane.lib.wire.publish import worker_name_refusal
+
 ### Routes
 
 FEED_PATH = "/api/v1/message/ws"
@@ -554,6 +556,7 @@ class AnalysisStatus(TypedDict):
     workers: int  # analysis processes; 1: in the worker's own process
     candle_seconds: float | None  # the last candle's analysis, all pairs (wall)
     processes: list[AnalysisProcess]
+    worker: NotRequired[str]  # a pool worker's name (producers.worker --worker-name)
 
 
 def is_analysis_status(body: bytes) -> bool:
@@ -573,13 +576,21 @@ def parse_analysis_status(body: bytes) -> AnalysisStatus:
     processes = report.get("processes")
     if not isinstance(processes, list):
         raise ContractError("'processes' must be a list")
-    return {
+    parsed: AnalysisStatus = {
         "workers": workers,
         "candle_seconds": _seconds(report, "candle_seconds", "the body"),
         "processes": [
             _analysis_process(raw, f"processes[{n}]") for n, raw in enumerate(processes)
         ],
     }
+    worker = report.get("worker")
+    if worker is not None:
+        why = "not a string" if not isinstance(worker, str) else None
+        why = why or worker_name_refusal(worker)
+        if why is not None:
+            raise ContractError(f"'worker': {why}")
+        parsed["worker"] = worker
+    return parsed
 
 
 def _analysis_process(raw: object, where: str) -> AnalysisProcess:

@@ -8,7 +8,7 @@ the cache; merge() sums the documents of every live process into one HubState.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 TICKS_KEPT = 32  # recent publishes kept per producer, to judge consumers' lag
 COUNTERS = (
@@ -26,7 +26,7 @@ COUNTERS = (
     "superseded",  # broadcasts a socket behind skipped: a newer one replaced them
     "slow_closed",  # feed sockets closed as too slow (over their cap, no pong)
 )
-REFUSALS = ("throttled", "credentials", "disabled")
+REFUSALS = ("throttled", "credentials", "disabled", "worker_name")
 
 
 class PairDoc(TypedDict):
@@ -44,6 +44,10 @@ class SocketDoc(TypedDict):
     token_id: int | None
     behind: float | None  # a feed socket behind since (epoch seconds); None: keeps up
     held: int  # bytes the hub holds unsent for it (while behind)
+    # A publish socket of a named producer worker (the pool): its name, and how
+    # many pairs the hub assigned it (None until the first assignment).
+    worker: NotRequired[str]
+    pairs: NotRequired[int | None]
 
 
 class RejectionDoc(TypedDict):

@@ -249,19 +249,34 @@ def ensure_flusher() -> None:
     counters.ensure_flusher()
 
 
-def producer_connected(producer: str, channel_name: str, address: str) -> None:
+def producer_connected(
+    producer: str, channel_name: str, address: str, worker: str | None = None
+) -> None:
+    """A publish socket was accepted; ``worker``: the pool worker's name."""
+    doc: SocketDoc = {
+        "id": _socket_id(channel_name),
+        "address": address,
+        "since": time.time(),
+        "label": "",
+        "token_id": None,
+        "behind": None,
+        "held": 0,
+    }
+    if worker is not None:
+        doc["worker"], doc["pairs"] = worker, None
     with counters.lock:
-        counters.meter(producer).publishers[channel_name] = {
-            "id": _socket_id(channel_name),
-            "address": address,
-            "since": time.time(),
-            "label": "",
-            "token_id": None,
-            "behind": None,
-            "held": 0,
-        }
+        counters.meter(producer).publishers[channel_name] = doc
     mark_changed()
     counters.ensure_flusher()
+
+
+def worker_assigned(producer: str, channel_name: str, pairs: int) -> None:
+    """The hub told a pool worker its share: ``pairs`` of the producer's."""
+    with counters.lock:
+        doc = counters.meter(producer).publishers.get(channel_name)
+        if doc is not None:
+            doc["pairs"] = pairs
+    mark_changed()
 
 
 def producer_disconnected(producer: str, channel_name: str) -> None:
@@ -341,7 +356,8 @@ def feed_disconnected(producer: str, channel_name: str) -> None:
 
 
 def handshake_refused(reason: str) -> None:
-    """A feed or publish handshake was refused: throttled, credentials, disabled."""
+    """A feed or publish handshake was refused: throttled, credentials, disabled,
+    or a producer worker's name that cannot be one."""
     if reason not in counters.refused:
         raise ValueError(f"unknown refusal {reason!r}: use one of {REFUSALS}")
     counters.refused[reason] += 1

@@ -2,11 +2,14 @@
 
 A publish message is msgpack (binary): exact floats (NaN, +-inf) and each column's
 dtype code reach the hub, which checks the whole message before it stores a row and
-answers every message with an ack or an error (JSON text). Pure module: no Django.
+answers every message with an ack or an error (JSON text). A producer worker that
+names itself (WORKER_HEADER) joins its producer's pool: the hub tells it which pairs
+are its own with assign messages (JSON text), at any time. Pure module: no Django.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
@@ -41,6 +44,12 @@ MAX_COLUMNS = 2048
 MAX_COLUMN_NAME = 256
 MAX_DATE_MS = 9_223_372_036_854  # pandas' Timestamp.max, in epoch ms
 
+# The handshake header a producer worker names itself with, to join the pool.
+WORKER_HEADER = "X-Candlecast-Worker"
+MAX_WORKER_NAME = 64
+# Shown on the status page and in /metrics labels: a short, plain name.
+_WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
+
 
 class PublishFrame(TypedDict):
     key: list[str]
@@ -72,6 +81,32 @@ class ErrorMessage(TypedDict):
     type: Literal["error"]
     seq: int | None
     data: str
+
+
+class AssignData(TypedDict):
+    pairs: list[str]  # the worker's share of the producer's pairs, in its order
+
+
+class AssignMessage(TypedDict):
+    """Hub -> a named producer worker: publish these pairs, and only these."""
+
+    type: Literal["assign"]
+    data: AssignData
+
+
+def worker_name_refusal(name: str) -> str | None:
+    """Why ``name`` cannot name a producer worker, or None when it can."""
+    if not name or len(name) > MAX_WORKER_NAME:
+        return (
+            f"a worker name must have 1 to {MAX_WORKER_NAME} characters, "
+            f"got {len(name)}"
+        )
+    if not _WORKER_NAME.fullmatch(name):
+        return (
+            f"the worker name {short(name)} may hold only letters, digits and "
+            "'.', '_', ':', '@', '-' (and starts with a letter or digit)"
+        )
+    return None
 
 
 def publish_frame(
@@ -111,6 +146,10 @@ def ack_message(seq: int) -> str:
 
 def error_message(seq: int | None, text: str) -> str:
     return orjson.dumps({"type": "error", "seq": seq, "data": text}).decode()
+
+
+def assign_message(pairs: Sequence[str]) -> str:
+    return orjson.dumps({"type": "assign", "data": {"pairs": list(pairs)}}).decode()
 
 
 def parse_publish(text: str | bytes) -> PublishMessage:
@@ -275,14 +314,20 @@ def _no_wire_form(frame: PublishFrame, where: str, exc: Exception) -> ProtocolEr
     )
 
 
-def parse_hub_reply(text: str | bytes) -> AckMessage | ErrorMessage:
-    """The hub's answer to a publish message, for the producer worker."""
+def parse_hub_reply(text: str | bytes) -> AckMessage | ErrorMessage | AssignMessage:
+    """A message of the hub's, for the producer worker: the answer to a publish
+    message, or (to a named worker) its pairs."""
     message = load_object(text, 'an ack {"type":"ack","seq":1}')
     kind, seq = message.get("type"), message.get("seq")
     if kind == "ack" and type(seq) is int:
         return {"type": "ack", "seq": seq}
     if kind == "error" and (seq is None or type(seq) is int):
         return {"type": "error", "seq": seq, "data": str(message.get("data"))}
+    if kind == "assign":
+        data = message.get("data")
+        pairs = data.get("pairs") if isinstance(data, dict) else None
+        if pairs is not None and is_strings(pairs):
+            return {"type": "assign", "data": {"pairs": list(pairs)}}
     raise ProtocolError(
-        f"expected an ack or an error from the hub, got {short(message)}"
+        f"expected an ack, an error or an assign from the hub, got {short(message)}"
     )
