@@ -98,6 +98,8 @@ class FakeProducer:
         self.drop_after_opening = 0
         self.oversize = 0
         self.close_codes: list[int | None] = []
+        # Called between two pairs' opening replies, e.g. to broadcast a candle.
+        self.between_replies: Any = None
 
     async def __aenter__(self) -> FakeProducer:
         self._server = await serve(
@@ -153,7 +155,9 @@ class FakeProducer:
             self.oversize -= 1
             await ws.send('{"type":"analyzed_df","data":"' + "x" * (1 << 20) + '"}')
             return
-        for pair in self.whitelist:
+        for index, pair in enumerate(self.whitelist):
+            if index and self.between_replies is not None:
+                await self.between_replies(ws)
             await self.send_tail(ws, pair, limit)
 
     async def send_tail(self, ws: ServerConnection, pair: str, limit: Any) -> None:
@@ -313,6 +317,36 @@ async def test_it_asks_for_the_history_of_pairs_listed_after_an_empty_whitelist(
                 assert len(stored(client, pair)) == 200
             asked = [r["data"] for r in fake.link.requests[3:]]
             assert asked == [{"limit": 1500, "pair": pair} for pair in PAIRS]
+
+
+async def test_a_candle_that_overtakes_its_pair_s_reply_does_not_load_the_pair():
+    """A candle closing while the hub answers the opening request reaches a pair
+    whose reply is still to come: that one row must not count the pair as loaded
+    (an end-to-end test saw "all pairs loaded" with 1 row). The reply, read after
+    the candle, holds it and loads the pair."""
+    released = asyncio.Event()
+    async with FakeProducer() as fake:
+        second = PAIRS[1]
+        fake.append_candles(second, 1)
+
+        async def candle_then_wait(ws: ServerConnection) -> None:
+            df = fake.frames[second]
+            await ws.send(frame_message(second, df.tail(1), len(df) - 1))
+            await released.wait()
+
+        fake.between_replies = candle_then_wait
+        async with following(fake.follow(), fast()) as client:
+            key = (second, "5m", "spot")
+            try:
+                await eventually(lambda: client.store.get(key) is not None)
+                assert client.requests.asked(second)  # still waiting for its reply
+                assert second not in client.dispatch.progress.rows
+            finally:
+                released.set()
+            await eventually(lambda: not client.requests.asked(second))
+            assert len(stored(client, second)) == 201
+            assert client.dispatch.progress.done
+            assert len(fake.link.requests) == 3  # nothing asked twice
 
 
 ### Reconnects

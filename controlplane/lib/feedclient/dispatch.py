@@ -152,6 +152,16 @@ class Dispatch:
             # history, as FreqTrade does, rather than keep one row as if it were all.
             self.requests.queue(Missing(key, self.requests.opening_limit()))
             return
+        # One row for a pair we hold nothing of and asked more of: a candle that
+        # closed while the hub answered the pairs before it. Kept, but it answers
+        # nothing: the pair is loaded when its reply (read after the candle, so
+        # holding it) replaces it, or, should the producer hold that one row only,
+        # at the pair's next frame.
+        early = (
+            len(data["df"]) == 1
+            and key not in self.store
+            and self.requests.asked_for_more(pair, 1)
+        )
         try:
             if offload:
                 result = await asyncio.to_thread(
@@ -164,6 +174,8 @@ class Dispatch:
             return
         if isinstance(result, Missing):
             self.requests.queue(result)
+            return
+        if early:
             return
         self.requests.answered(pair)
         if result is not None and result.replaced:

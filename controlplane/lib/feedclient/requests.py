@@ -90,6 +90,11 @@ class Requests:
     def asked(self, pair: str) -> bool:
         return pair in self._in_flight
 
+    def asked_for_more(self, pair: str, rows: int) -> bool:
+        """Whether our request in flight for ``pair`` wants more than ``rows``."""
+        sent = self._in_flight.get(pair)
+        return sent is not None and (sent[0] or MAX_ROWS) > rows
+
     def answered(self, pair: str) -> None:
         self._in_flight.pop(pair, None)
 
