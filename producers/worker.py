@@ -698,9 +698,12 @@ async def hub_connections(
 
 
 async def wait_while_open(
-    ws: ClientConnection, stop: asyncio.Event, seconds: float
+    ws: ClientConnection,
+    stop: asyncio.Event,
+    seconds: float,
+    woken: asyncio.Event | None = None,
 ) -> bool:
-    """Sleep up to ``seconds``; True when stop was set.
+    """Sleep up to ``seconds``, or until ``woken`` is set; True when stop was set.
 
     Raises ConnectionClosed as soon as the hub goes away, so a restarted hub gets
     the history back at once rather than at the next candle close (up to a whole
@@ -708,15 +711,16 @@ async def wait_while_open(
     """
     stopped = asyncio.ensure_future(stop.wait())
     closed = asyncio.ensure_future(ws.wait_closed())
+    waiters = {stopped, closed}
+    if woken is not None:
+        waiters.add(asyncio.ensure_future(woken.wait()))
     try:
         await asyncio.wait(
-            {stopped, closed},
-            timeout=max(seconds, 0),
-            return_when=asyncio.FIRST_COMPLETED,
+            waiters, timeout=max(seconds, 0), return_when=asyncio.FIRST_COMPLETED
         )
     finally:
-        stopped.cancel()
-        closed.cancel()
+        for waiter in waiters:
+            waiter.cancel()
     if stop.is_set():
         return True
     if closed.done() and not closed.cancelled():
@@ -732,24 +736,16 @@ async def wait_for_work(
     Raises:
         ConnectionClosed, ConnectionError: the hub went away, or broke the protocol.
     """
-    stopped = asyncio.ensure_future(stop.wait())
-    closed = asyncio.ensure_future(publisher.ws.wait_closed())
-    assigned = asyncio.ensure_future(publisher.assign_came.wait())
     try:
-        await asyncio.wait(
-            {stopped, closed, assigned},
-            timeout=max(seconds, 0),
-            return_when=asyncio.FIRST_COMPLETED,
+        stopped = await wait_while_open(
+            publisher.ws, stop, seconds, publisher.assign_came
         )
-    finally:
-        for waiter in (stopped, closed, assigned):
-            waiter.cancel()
-    if stop.is_set():
-        return True
-    publisher.raise_failure()
-    if closed.done() and not closed.cancelled():
-        raise publisher.ws.protocol.close_exc  # with the hub's close code and reason
-    return False
+    except ConnectionClosed:
+        publisher.raise_failure()  # the reader's own words, when it has some
+        raise
+    if not stopped:
+        publisher.raise_failure()
+    return stopped
 
 
 async def take_share(

@@ -6,6 +6,7 @@ their next candle."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import msgpack
 import orjson
@@ -77,8 +78,9 @@ class FakeHub:
             pytest.fail(f"{what}: not within {TIMEOUT} s; frames {self.frames()}")
 
 
-async def test_it_publishes_its_share_and_takes_moved_pairs_history_first():
-    hub = FakeHub()
+@contextlib.asynccontextmanager
+async def serving(hub: FakeHub, analysis: worker.Analysis, worker_name=None):
+    """The worker's serve loop on ``analysis`` against ``hub``, until the block ends."""
     stop = asyncio.Event()
     async with serve(hub.handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
@@ -86,10 +88,8 @@ async def test_it_publishes_its_share_and_takes_moved_pairs_history_first():
             name="pool",
             hub_url=f"http://127.0.0.1:{port}",
             key="ccp_test",
-            worker_name="worker-a",
+            worker_name=worker_name,
         )
-        analysis = worker.Analysis(definition())
-        analysis.assigned = []  # as sync_definition starts a pool worker
         running = worker.Running(analysis)
 
         async def run() -> None:
@@ -99,62 +99,52 @@ async def test_it_publishes_its_share_and_takes_moved_pairs_history_first():
 
         task = asyncio.create_task(run())
         try:
-            while hub.socket is None:
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(1.0)  # two candles close: still nothing published
-            assert hub.names == ["worker-a"] and hub.messages == []
-
-            await hub.socket.send(assign_message(["BTC/USDT", "ETH/USDT"]))
-            await hub.until(lambda: len(hub.frames()) >= 4, "history and a tick")
-            assert hub.frames()[:2] == [("BTC/USDT", True), ("ETH/USDT", True)]
-            assert hub.messages[0]["data"]["whitelist"] == list(PAIRS)
-            assert {pair for pair, _ in hub.frames()} == {"BTC/USDT", "ETH/USDT"}
-
-            moved = len(hub.messages)
-            await hub.socket.send(assign_message(["ETH/USDT", "SOL/USDT"]))
-            await hub.until(
-                lambda: ("SOL/USDT", False) in hub.frames(moved), "SOL's first tick"
-            )
-            after = hub.frames(moved)
-            # A tick already under way may still carry BTC; none after SOL's history.
-            sol = after.index(("SOL/USDT", True))
-            assert ("SOL/USDT", False) not in after[:sol]
-            assert "BTC/USDT" not in {pair for pair, _ in after[sol:]}
-            assert ("ETH/USDT", True) not in after  # kept: no history again
-            assert set(analysis.analysed) == {"ETH/USDT", "SOL/USDT"}
-            assert analysis.pairs == ["ETH/USDT", "SOL/USDT"]
+            yield
         finally:
             stop.set()
             await asyncio.wait_for(task, TIMEOUT)
             analysis.close()
+
+
+async def test_it_publishes_its_share_and_takes_moved_pairs_history_first():
+    hub = FakeHub()
+    analysis = worker.Analysis(definition())
+    analysis.assigned = []  # as sync_definition starts a pool worker
+    async with serving(hub, analysis, worker_name="worker-a"):
+        while hub.socket is None:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)  # two candles close: still nothing published
+        assert hub.names == ["worker-a"] and hub.messages == []
+
+        await hub.socket.send(assign_message(["BTC/USDT", "ETH/USDT"]))
+        await hub.until(lambda: len(hub.frames()) >= 4, "history and a tick")
+        assert hub.frames()[:2] == [("BTC/USDT", True), ("ETH/USDT", True)]
+        assert hub.messages[0]["data"]["whitelist"] == list(PAIRS)
+        assert {pair for pair, _ in hub.frames()} == {"BTC/USDT", "ETH/USDT"}
+
+        moved = len(hub.messages)
+        await hub.socket.send(assign_message(["ETH/USDT", "SOL/USDT"]))
+        await hub.until(
+            lambda: ("SOL/USDT", False) in hub.frames(moved), "SOL's first tick"
+        )
+        after = hub.frames(moved)
+        # A tick already under way may still carry BTC; none after SOL's history.
+        sol = after.index(("SOL/USDT", True))
+        assert ("SOL/USDT", False) not in after[:sol]
+        assert "BTC/USDT" not in {pair for pair, _ in after[sol:]}
+        assert ("ETH/USDT", True) not in after  # kept: no history again
+        assert set(analysis.analysed) == {"ETH/USDT", "SOL/USDT"}
+        assert analysis.pairs == ["ETH/USDT", "SOL/USDT"]
 
 
 async def test_an_unnamed_worker_sends_no_name_and_publishes_every_pair():
     hub = FakeHub()
-    stop = asyncio.Event()
-    async with serve(hub.handler, "127.0.0.1", 0) as server:
-        port = server.sockets[0].getsockname()[1]
-        config = worker.WorkerConfig(
-            name="pool", hub_url=f"http://127.0.0.1:{port}", key="ccp_test"
-        )
-        analysis = worker.Analysis(definition())
-        await analysis.load_pairs(analysis.pairs)
-        running = worker.Running(analysis)
-
-        async def run() -> None:
-            async for ws in worker.hub_connections(config, stop):
-                await worker.serve(ws, config, running, stop, NoReports())
-                break
-
-        task = asyncio.create_task(run())
-        try:
-            await hub.until(lambda: len(hub.frames()) >= 3, "the history")
-            assert hub.names == [None]
-            assert hub.frames()[:3] == [(pair, True) for pair in PAIRS]
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, TIMEOUT)
-            analysis.close()
+    analysis = worker.Analysis(definition())
+    await analysis.load_pairs(analysis.pairs)
+    async with serving(hub, analysis):
+        await hub.until(lambda: len(hub.frames()) >= 3, "the history")
+        assert hub.names == [None]
+        assert hub.frames()[:3] == [(pair, True) for pair in PAIRS]
 
 
 async def test_it_stops_on_a_hub_message_it_cannot_read():
