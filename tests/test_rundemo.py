@@ -4,6 +4,11 @@ covered by the e2e tests)."""
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
+import threading
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -139,3 +144,46 @@ def test_the_progress_line_never_wraps_on_a_narrow_terminal(monkeypatch):
     log = DemoLog(out, tty=True)
     log.line(CANDLE)
     assert len(out.getvalue().rsplit("\r\x1b[K", 1)[-1]) == 39
+
+
+SLOW_TO_STOP = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(0)))\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def slow_child() -> subprocess.Popen:
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_TO_STOP], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    return child
+
+
+@pytest.fixture
+def demo_signals():
+    """SIGTERM as supervise() sets it; the test's own handlers back afterwards."""
+    term, interrupt = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGTERM, term)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def test_a_repeated_sigterm_while_stopping_waits_for_the_children(demo_signals):
+    """make forwards its SIGTERM on top of a process-group kill's: the demo gets two.
+    The second must not cut the graceful stop short with a traceback."""
+    child = slow_child()
+    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    rundemo.stop_all([child])
+    assert child.returncode == 0, "stopped by its own SIGTERM handler, not killed"
+
+
+def test_a_second_ctrl_c_while_stopping_kills_the_children(demo_signals, capsys):
+    child = slow_child()
+    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+    rundemo.stop_all([child])
+    assert child.returncode == -signal.SIGKILL
+    assert "interrupted again: killing the demo processes" in capsys.readouterr().out

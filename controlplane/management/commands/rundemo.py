@@ -417,11 +417,25 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> 
 
 
 def stop_all(children: list[subprocess.Popen]) -> None:
+    """SIGTERM to each child, 10 s for each to stop, then SIGKILL.
+
+    A repeated SIGTERM is the same request again (make forwards its own to us, on
+    top of the one a process-group kill already sent): ignored. A second Ctrl-C
+    means "now": the children still running are killed at once.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for child in reversed(children):
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-    for child in reversed(children):
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
+    try:
+        for child in reversed(children):
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    except KeyboardInterrupt:
+        sys.stdout.write("interrupted again: killing the demo processes\n")
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
