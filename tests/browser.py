@@ -61,9 +61,14 @@ def chromium() -> Iterator:
 
 
 def errors_of(page) -> list[str]:
-    """The page's uncaught script errors, collected from now on."""
+    """The page's uncaught script errors and console errors (a failed WebSocket,
+    say "Invalid frame header", a resource that did not load), from now on."""
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda message: message.type == "error" and errors.append(message.text),
+    )
     return errors
 
 

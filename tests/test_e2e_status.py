@@ -99,7 +99,8 @@ def test_it_fits_a_phone_and_keeps_the_chart_in_sight(stack, tmp_path):
                 "document.getElementById('chart-pick').getBoundingClientRect().top"
             )
             assert picker >= bar, (
-                f"the chart's selectors are under the bar ({width} px)"
+                f"the chart's selectors are under the bar ({width} px); bar text "
+                f"{page.text_content('#live-text')!r}, page errors {errors}"
             )
             label = page.locator("#chart-lower-label")
             label.wait_for(state="visible", timeout=10_000)

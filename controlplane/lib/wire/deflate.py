@@ -7,9 +7,15 @@ process, whatever the number of consumers. Entries are keyed by the message itse
 
 libdeflate compresses: it needs 0.92x zlib's bytes at 0.4x its CPU on a 1500-row
 FreqTrade reply (docs/benchmarks.md). Its stream ends in a block with BFINAL set,
-which RFC 7692 allows (7.2.3, "BFINAL set to 1"), and which every decoder reads
+which RFC 7692 allows in the form of its example 7.2.3.4: the final block, then one
+0x00 octet, the header bits (BFINAL 0, BTYPE 00) of the empty stored block whose
+LEN and NLEN are the 0x00 0x00 0xff 0xff every receiver appends. Without that
+octet, a decoder that keeps one inflater for the connection and resets it at the
+final block, as Chromium's does, reads the appended octets as the start of a stored
+block and fails the socket at the next message ("Invalid frame header"). A decoder
 that starts each message afresh, as server_no_context_takeover (always set by the
-hub) lets it. It has no window under 32 KiB: a client that asks for one gets zlib's.
+hub) lets it, ignores what follows the final block. libdeflate has no window under
+32 KiB: a client that asks for one gets zlib's.
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ ZLIB_LEVEL = zlib.Z_DEFAULT_COMPRESSION
 # mainly bounds the compressed payloads and the broadcasts a Redis layer hands over.
 CACHE_BYTES = 256 << 20
 TAIL = b"\x00\x00\xff\xff"  # every sync flush ends so; RFC 7692 7.2.1 drops it
+# After a final block: the start of the empty stored block TAIL completes.
+AFTER_FINAL_BLOCK = b"\x00"
 
 
 def deflate(data: bytes, window_bits: int = zlib.MAX_WBITS) -> bytes:
     """One message's permessage-deflate payload, independent of any other."""
     if window_bits == zlib.MAX_WBITS:
-        return libdeflate.deflate_compress(data, LEVEL)
+        return libdeflate.deflate_compress(data, LEVEL) + AFTER_FINAL_BLOCK
     compressor = zlib.compressobj(ZLIB_LEVEL, zlib.DEFLATED, -window_bits)
     payload = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
     return payload[: -len(TAIL)]
