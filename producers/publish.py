@@ -8,8 +8,9 @@ its own format's bytes.
 
 A worker that names itself (the X-Candlecast-Worker header) joins its producer's pool:
 it holds a lease (producers/leases.py), is told its pairs with assign messages, and
-its frames for any other pair are refused. A socket without a name publishes any of
-the producer's pairs, as before the pool.
+its frames for any other pair are refused; those of a pair it lost moments ago (it
+had not heard yet) are left to their new worker quietly, a handover and not a fault.
+A socket without a name publishes any of the producer's pairs, as before the pool.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ CLOSE_TOO_BIG = 4413
 CLOSE_REPLACED = 4409
 # How often a pool socket re-reads its producer's pairs (admin edits).
 PAIRS_RELOAD_SECONDS = 5.0
+# A worker that lost a pair may publish it once more before its assign reaches it
+# (an analysis started on the old share): that long, its frames of the pair are a
+# handover, dropped without a refusal.
+HANDOVER_GRACE_SECONDS = 30.0
 _WORKER_HEADER = publish.WORKER_HEADER.lower().encode()
 
 
@@ -250,6 +255,7 @@ class PublishSocket(TokenSocket):
         self.worker, self.since = worker, time.time()
         self.pairs = list(self.producer.pairs)  # the definition's, re-read now and then
         self.assigned: list[str] | None = None
+        self.handed_over: dict[str, float] = {}  # pair -> monotonic() it was lost
         self.assigning = asyncio.Lock()
         self.woken = asyncio.Event()
         self.leaving = False
@@ -357,6 +363,11 @@ class PublishSocket(TokenSocket):
             mine = shares.get(self.worker, [])
             if mine == self.assigned:
                 return
+            now = time.monotonic()
+            for pair in set(self.assigned or ()).difference(mine):
+                self.handed_over[pair] = now
+            for pair in mine:
+                self.handed_over.pop(pair, None)
             self.assigned = mine
             await self.send(publish.assign_message(mine))
             counters.worker_assigned(self.producer.name, self.channel_name, len(mine))
@@ -386,6 +397,25 @@ class PublishSocket(TokenSocket):
         if not foreign:
             return ""
         data["frames"] = [f for f in data["frames"] if f["key"][0] in mine]
+        now = time.monotonic()
+        late = [
+            pair
+            for pair in foreign
+            if now - self.handed_over.get(pair, -HANDOVER_GRACE_SECONDS)
+            < HANDOVER_GRACE_SECONDS
+        ]
+        if late:
+            logger.info(
+                "publish: %s: worker %s sent frames for %s, which the pool handed to "
+                "another worker %.1f s ago: left to that worker",
+                self.producer.name,
+                self.worker,
+                ", ".join(late),
+                now - max(self.handed_over[pair] for pair in late),
+            )
+            foreign = [pair for pair in foreign if pair not in late]
+            if not foreign:
+                return ""
         why = (
             f"frames for {', '.join(foreign)} refused: not assigned to producer "
             f"worker {self.worker} (the pool gave them to another worker, or the "

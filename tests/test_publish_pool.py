@@ -5,6 +5,7 @@ socket without a name publishes as before."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import orjson
@@ -12,6 +13,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from controlplane.lib import counters
+from producers import publish as publish_socket
 from producers.leases import Leases, assignment, leases
 from producers.models import Producer
 from producers.snapshots import get_store
@@ -84,7 +86,12 @@ async def test_it_splits_the_pairs_and_gives_them_back(producer_key):
     await a.disconnect()
 
 
-async def test_it_refuses_the_frames_of_a_pair_not_assigned(producer, producer_key):
+async def test_it_refuses_the_frames_of_a_pair_not_assigned(
+    producer, producer_key, monkeypatch
+):
+    """Worker a lost ``theirs`` to b (and has no grace for it here) and never had
+    DOGE/USDT."""
+    monkeypatch.setattr(publish_socket, "HANDOVER_GRACE_SECONDS", 0.0)
     shares = assignment(PAIRS, ["worker-a", "worker-b"])
     mine, theirs = shares["worker-a"][0], shares["worker-b"][0]
     a, _ = await pool_worker(producer_key, "worker-a")
@@ -103,6 +110,38 @@ async def test_it_refuses_the_frames_of_a_pair_not_assigned(producer, producer_k
     assert state["totals"]["rejected"] == 1
     assert state["last_rejection"]["text"] == reply["data"]
     assert (await publish(b, [history(theirs)], seq=1))["type"] == "ack"
+    await a.disconnect()
+    await b.disconnect()
+
+
+async def test_a_pair_handed_over_moments_ago_is_left_to_its_new_worker(
+    producer, producer_key, caplog
+):
+    """A worker that has not heard it lost a pair yet publishes it once more: a
+    handover, acked, not stored and not counted as refused."""
+    shares = assignment(PAIRS, ["worker-a", "worker-b"])
+    mine, theirs = shares["worker-a"][0], shares["worker-b"][0]
+    a, _ = await pool_worker(producer_key, "worker-a")
+    await settled(a, PAIRS)
+    b, _ = await pool_worker(producer_key, "worker-b")
+    await settled(a, shares["worker-a"]), await settled(b, shares["worker-b"])
+    with caplog.at_level(logging.INFO, logger="producers.publish"):
+        reply = await publish(a, [history(mine), history(theirs)])
+    assert reply == {"type": "ack", "seq": 1}
+    store = get_store()
+    assert len((await store.tail(key(mine), None)).rows) == 10
+    assert await store.tail(key(theirs), None) is None
+    assert counters.read_state()["producers"]["alpha"]["totals"]["rejected"] == 0
+    assert any(
+        f"worker worker-a sent frames for {theirs}, which the pool handed to another "
+        "worker"
+        in record.getMessage()
+        and record.levelno == logging.INFO
+        for record in caplog.records
+    )
+    # Never its own: refused, handover or not.
+    reply = await publish(a, [history("DOGE/USDT")], seq=2)
+    assert reply["type"] == "error"
     await a.disconnect()
     await b.disconnect()
 
