@@ -46,7 +46,7 @@ from producers.groups import (
     feed_group,
     publish_group,
 )
-from producers.leases import REFRESH_SECONDS, leases
+from producers.leases import LEASE_SECONDS, REFRESH_SECONDS, leases
 from producers.models import Producer, ProducerKey
 from producers.snapshots import (
     SnapshotStore,
@@ -145,8 +145,15 @@ class PublishSocket(TokenSocket):
                 self._stop_watching()
                 try:
                     await self._leave_pool()
-                except Exception:  # the cache is Redis too: the lease expires
-                    pass
+                except Exception as drop_error:  # the cache is Redis too
+                    logger.warning(
+                        "publish: cannot end producer worker %s's lease either "
+                        "(%s): its pairs go to the other workers when it lapses, "
+                        "within %.0f s",
+                        self.worker,
+                        drop_error,
+                        LEASE_SECONDS,
+                    )
             raise
 
     async def disconnect(self, code: int) -> None:
