@@ -11,11 +11,12 @@ which RFC 7692 allows in the form of its example 7.2.3.4: the final block, then 
 0x00 octet, the header bits (BFINAL 0, BTYPE 00) of the empty stored block whose
 LEN and NLEN are the 0x00 0x00 0xff 0xff every receiver appends. Without that
 octet, a decoder that keeps one inflater for the connection and resets it at the
-final block, as Chromium's does, reads the appended octets as the start of a stored
-block and fails the socket at the next message ("Invalid frame header"). A decoder
-that starts each message afresh, as server_no_context_takeover (always set by the
-hub) lets it, ignores what follows the final block. libdeflate has no window under
-32 KiB: a client that asks for one gets zlib's.
+final block (Chromium's, WebKit's, libsoup's) reads the appended octets as the
+start of a stored block and fails the socket at the next message (Chromium: "Invalid
+frame header"). A decoder that starts each message afresh, as
+server_no_context_takeover (always set by the hub) lets it, ignores what follows
+the final block. libdeflate has no window under 32 KiB: a client that asks for one
+gets zlib's.
 """
 
 from __future__ import annotations
