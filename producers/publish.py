@@ -405,11 +405,11 @@ class PublishSocket(TokenSocket):
             return ""
         data["frames"] = [f for f in data["frames"] if f["key"][0] in mine]
         now = time.monotonic()
+        lost = self.handed_over
         late = [
             pair
             for pair in foreign
-            if now - self.handed_over.get(pair, -HANDOVER_GRACE_SECONDS)
-            < HANDOVER_GRACE_SECONDS
+            if pair in lost and now - lost[pair] < HANDOVER_GRACE_SECONDS
         ]
         if late:
             logger.info(
@@ -418,7 +418,7 @@ class PublishSocket(TokenSocket):
                 self.producer.name,
                 self.worker,
                 ", ".join(late),
-                now - max(self.handed_over[pair] for pair in late),
+                now - max(lost[pair] for pair in late),
             )
             foreign = [pair for pair in foreign if pair not in late]
             if not foreign:
