@@ -60,8 +60,6 @@ logger = logging.getLogger(__name__)
 # Close codes (application range, HTTP's numbers) for a message the hub cannot take.
 CLOSE_MALFORMED = 4400
 CLOSE_TOO_BIG = 4413
-# A socket of a worker name that a newer socket took over (a restarted worker's ghost).
-CLOSE_REPLACED = 4409
 # How often a pool socket re-reads its producer's pairs (admin edits).
 PAIRS_RELOAD_SECONDS = 5.0
 # A worker that lost a pair may publish it once more before its assign reaches it
@@ -354,7 +352,7 @@ class PublishSocket(TokenSocket):
     async def _replaced(self, why: str) -> None:
         await self._stop_refreshing()
         await self._end(
-            CLOSE_REPLACED,
+            publish.CLOSE_REPLACED,
             f"producer worker {self.worker} is replaced: {why}; this older socket "
             "is closed",
         )

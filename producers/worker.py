@@ -43,9 +43,6 @@ CONFIG_REFRESH_SECONDS = 30.0
 # The hub's close codes for a producer key it revoked or that expired
 # (producers/publish.py).
 CLOSE_KEY_ENDED = (4001, 4002)
-# The hub's close code for a pool worker's socket that a newer socket of the same
-# worker name replaced (producers/publish.py).
-CLOSE_REPLACED = 4409
 # A publish connection that lived this long was healthy: backoff starts over.
 STABLE_SECONDS = 60.0
 ACK_TIMEOUT = 60.0
@@ -619,10 +616,10 @@ def replaced_by_namesake(exc: Exception) -> None:
     another worker: reconnecting would take the name back and forth for good.
 
     Raises:
-        FatalError: the hub closed this worker's socket with CLOSE_REPLACED.
+        FatalError: the hub closed this worker's socket with publish.CLOSE_REPLACED.
     """
     closed = exc.rcvd if isinstance(exc, ConnectionClosed) else None
-    if closed is not None and closed.code == CLOSE_REPLACED:
+    if closed is not None and closed.code == publish.CLOSE_REPLACED:
         raise FatalError(
             f"{closed.reason}. Another producer worker runs with this worker's name: "
             "give each worker of the pool its own --worker-name"

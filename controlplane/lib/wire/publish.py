@@ -47,6 +47,9 @@ MAX_DATE_MS = 9_223_372_036_854  # pandas' Timestamp.max, in epoch ms
 # The handshake header a producer worker names itself with, to join the pool.
 WORKER_HEADER = "X-Candlecast-Worker"
 MAX_WORKER_NAME = 64
+# The hub's close code for a pool worker's socket that a newer socket of the same
+# worker name replaced (a restarted worker's ghost, or two workers of one name).
+CLOSE_REPLACED = 4409
 # Shown on the status page and in /metrics labels: a short, plain name.
 _WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
 
